@@ -1,0 +1,1 @@
+"""gatewayclient: sync and async clients for OpenAI-compatible AI gateways."""
