@@ -1,0 +1,325 @@
+"""FakeGateway: the fake gateway's lifecycle (own thread, current loop, or blocking) and the
+test-facing controls (tokens, rate limit, scripted faults, recorded requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from types import TracebackType
+from typing import Any, Callable, Dict, Iterable, List, Optional, Type
+
+from aiohttp import web
+
+from ._faults import (
+    BEFORE_HEADERS,
+    CUT,
+    EMPTY,
+    HTML,
+    MALFORMED,
+    MID_BODY,
+    MID_STREAM,
+    RESET,
+    STALL,
+    STATUS,
+    STREAM_ERROR,
+    Fault,
+)
+from ._server import build_app
+from ._state import GatewayState, RateLimiter, RecordedRequest
+from ._wire import format_seconds
+
+_DEFAULT_STREAM_ERROR = {
+    "message": "The upstream provider failed while streaming.",
+    "type": "provider_error",
+    "code": 502,
+}
+
+
+class FakeGateway:
+    """A real HTTP server on loopback speaking the gateway API, for tests.
+
+    ``with FakeGateway() as gw:`` serves from a thread of its own (start blocks until it
+    listens; leaving stops the server, closes its loop and joins the thread);
+    ``async with FakeGateway() as gw:`` serves from the running loop; ``gw.run()`` serves in the
+    calling thread until ``stop()`` or Ctrl-C. ``port=0`` picks a free port.
+
+    ``rpm_limit`` caps requests per token in a 60 s window (``window``) measured by ``clock``;
+    ``retry_after`` replaces the computed wait in 429 answers (fractions allowed).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str = "test-token",
+        rpm_limit: Optional[int] = None,
+        retry_after: Optional[float] = None,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._host = host
+        self._wanted_port = port
+        self._port: Optional[int] = None
+        self._token = token
+        self._state = GatewayState(token, rpm_limit, RateLimiter(window, clock, retry_after))
+        self._runner: Optional[web.AppRunner] = None
+        self._thread: Optional[threading.Thread] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stopping: Optional[asyncio.Event] = None
+
+    def __repr__(self) -> str:
+        where = self.url if self._port is not None else "stopped"
+        return f"<FakeGateway {where}>"
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port it listens on; RuntimeError before it starts."""
+        if self._port is None:
+            raise RuntimeError("the FakeGateway is not running")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The root URL, without ``/v1``: what ``SyncGatewayClient(base_url=...)`` takes."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """``url + "/v1"``: what the openai SDK's ``base_url`` takes."""
+        return self.url + "/v1"
+
+    @property
+    def token(self) -> str:
+        """The bearer token it accepts for every model."""
+        return self._token
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def astart(self) -> None:
+        """Start serving from the running event loop."""
+        if self._runner is not None:
+            raise RuntimeError("the FakeGateway is already running")
+        runner = web.AppRunner(
+            build_app(self._state), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._wanted_port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def astop(self) -> None:
+        """Stop serving (from the loop that started it); closes every connection."""
+        runner, self._runner = self._runner, None
+        self._port = None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _serve(self, ready: Callable[[], None]) -> None:
+        await self.astart()
+        try:
+            self._loop = asyncio.get_running_loop()
+            self._stopping = asyncio.Event()
+            ready()
+            await self._stopping.wait()
+        finally:
+            self._loop = self._stopping = None
+            await self.astop()
+
+    def start(self) -> FakeGateway:
+        """Serve from a new thread with its own event loop; returns once it listens."""
+        if self._thread is not None or self._runner is not None:
+            raise RuntimeError("the FakeGateway is already running")
+        listening = threading.Event()
+        failures: List[BaseException] = []
+
+        def main() -> None:
+            try:
+                asyncio.run(self._serve(listening.set))
+            except BaseException as exc:
+                failures.append(exc)
+                listening.set()
+
+        self._thread = threading.Thread(target=main, name="FakeGateway", daemon=True)
+        self._thread.start()
+        listening.wait()
+        if failures:
+            self._thread.join()
+            self._thread = None
+            raise failures[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop a server started by ``start()`` (and join its thread) or by ``run()``."""
+        loop, stopping, thread = self._loop, self._stopping, self._thread
+        if loop is not None and stopping is not None:
+            # RuntimeError: the loop already closed, so it is stopping anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+            self._thread = None
+
+    def run(self, ready: Optional[Callable[[FakeGateway], None]] = None) -> None:
+        """Serve in this thread until ``stop()`` or KeyboardInterrupt; ``ready(self)`` is called
+        once it listens (to print ``url``, say)."""
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(self._serve(lambda: ready(self) if ready is not None else None))
+
+    def __enter__(self) -> FakeGateway:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeGateway:
+        await self.astart()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.astop()
+
+    # -- tokens, rate limit, recorded requests -------------------------------------------------
+
+    def add_token(self, token: str, models: Optional[Iterable[str]] = None) -> None:
+        """Accept ``token`` too; with ``models``, only for those model ids (others: 403)."""
+        self._state.add_token(token, models)
+
+    @property
+    def rpm_limit(self) -> Optional[int]:
+        """Requests per minute allowed per token (None: no limit); may be changed at any time."""
+        return self._state.rpm_limit
+
+    @rpm_limit.setter
+    def rpm_limit(self, value: Optional[int]) -> None:
+        self._state.rpm_limit = value
+
+    def reset_rate_limit(self) -> None:
+        """Forget every token's window: the next request opens a fresh one."""
+        self._state.limiter.reset()
+
+    @property
+    def requests(self) -> List[RecordedRequest]:
+        """A snapshot of the requests received so far, oldest first."""
+        return self._state.requests()
+
+    def clear_requests(self) -> None:
+        self._state.clear_requests()
+
+    # -- scripted faults -----------------------------------------------------------------------
+
+    @property
+    def pending_faults(self) -> List[Fault]:
+        """Copies of the scripted faults not yet used up, in order."""
+        return self._state.faults.pending()
+
+    def clear_faults(self) -> None:
+        self._state.faults.clear()
+
+    def _add(self, kind: str, times: int, path: Optional[str], **fields: Any) -> None:
+        self._state.faults.add(Fault(kind, times, path, **fields))
+
+    def fail(
+        self,
+        status: int,
+        times: int = 1,
+        *,
+        path: Optional[str] = None,
+        body: Any = None,
+        headers: Optional[Dict[str, str]] = None,
+        retry_after: Optional[float] = None,
+    ) -> None:
+        """Answer the next ``times`` requests with ``status``. The body is OpenAI's error
+        envelope (``type`` by status: 429 rate_limit_error, 502 provider_error, 529
+        overloaded_error, other 5xx server_error, ...) unless ``body`` is given (a str or bytes
+        is sent as text, anything else as JSON). ``retry_after`` sets ``Retry-After``."""
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["Retry-After"] = format_seconds(retry_after)
+        self._add(STATUS, times, path, status=status, body=body, headers=extra)
+
+    def reset_connection(
+        self,
+        times: int = 1,
+        *,
+        when: str = BEFORE_HEADERS,
+        after: int = 1,
+        path: Optional[str] = None,
+    ) -> None:
+        """Reset the TCP connection (RST) of the next ``times`` requests: ``when="before_headers"``
+        with no response at all, ``"mid_body"`` after the headers and half the JSON body (a
+        stream: after ``after`` chunks)."""
+        if when not in (BEFORE_HEADERS, MID_BODY):
+            raise ValueError("when must be 'before_headers' or 'mid_body'")
+        self._add(RESET, times, path, when=when, after=after)
+
+    def cut_stream(self, after: int = 1, times: int = 1, *, path: Optional[str] = None) -> None:
+        """In the next ``times`` streams, send ``after`` chunks (the role chunk counts) then
+        close the connection: the chunked body never ends and no ``[DONE]`` comes."""
+        self._add(CUT, times, path, after=after)
+
+    def stall(
+        self,
+        seconds: float,
+        times: int = 1,
+        *,
+        when: str = BEFORE_HEADERS,
+        after: int = 1,
+        path: Optional[str] = None,
+    ) -> None:
+        """Sleep ``seconds`` in the next ``times`` requests, then answer normally:
+        ``when="before_headers"`` before anything is sent, ``"mid_stream"`` (streams only) after
+        ``after`` chunks."""
+        if when not in (BEFORE_HEADERS, MID_STREAM):
+            raise ValueError("when must be 'before_headers' or 'mid_stream'")
+        self._add(STALL, times, path, seconds=seconds, when=when, after=after)
+
+    def malformed_body(
+        self, times: int = 1, *, status: int = 200, path: Optional[str] = None
+    ) -> None:
+        """Answer ``status`` (200) with ``application/json`` that is not valid JSON."""
+        self._add(MALFORMED, times, path, status=status)
+
+    def html_error(self, status: int = 502, times: int = 1, *, path: Optional[str] = None) -> None:
+        """Answer ``status`` with the ``text/html`` page an nginx proxy in front would send."""
+        self._add(HTML, times, path, status=status)
+
+    def empty_body(self, status: int, times: int = 1, *, path: Optional[str] = None) -> None:
+        """Answer ``status`` with no body at all (``Content-Length: 0``)."""
+        self._add(EMPTY, times, path, status=status)
+
+    def stream_error(
+        self,
+        error: Optional[Dict[str, Any]] = None,
+        *,
+        after: int = 0,
+        times: int = 1,
+        path: Optional[str] = None,
+    ) -> None:
+        """In the next ``times`` streams, after ``after`` chunks (0: as the first event), send
+        ``data: {"error": error}`` and end the response without ``[DONE]``. The default error
+        is a provider error with ``code`` 502."""
+        self._add(STREAM_ERROR, times, path, after=after, error=error or _DEFAULT_STREAM_ERROR)

@@ -1,0 +1,232 @@
+"""The fake gateway's aiohttp application: recording, faults, auth and rate limit around the
+route handlers. Order per request: record it, serve a scripted fault, check the bearer token,
+count it against the token's window, then answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional
+
+from aiohttp import web
+
+from ._catalog import MODELS, MODELS_BY_ID, PROVIDERS, CatalogModel
+from ._chat import chat_completion, chat_events, embeddings, parse_chat, require_model
+from ._faults import (
+    BEFORE_HEADERS,
+    RESET,
+    STALL,
+    STATUS_LIKE,
+    Fault,
+    abort_connection,
+    fault_response,
+    send_partial_then_reset,
+    send_stream,
+)
+from ._state import GatewayState, RecordedRequest, redact_headers
+from ._wire import ApiError, format_seconds
+
+STATE = web.AppKey("gatewayclient.testing.state", GatewayState)
+CHAT_PATH = "/v1/chat/completions"
+_REQUEST_ID = "gatewayclient.testing.request_id"
+_BODY = "gatewayclient.testing.body"
+_EXTRA_HEADERS = "gatewayclient.testing.headers"
+_UNPARSED = object()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a route handler needs beyond the request: the parsed body, the token's model
+    allowance (None: every model) and a fault that acts while the answer is written."""
+
+    body: Any
+    allowed: Optional[FrozenSet[str]]
+    fault: Optional[Fault]
+
+    def model(self, model_id: str) -> CatalogModel:
+        model = MODELS_BY_ID.get(model_id)
+        if model is None:
+            raise ApiError(404, f"The model '{model_id}' does not exist.", code="model_not_found")
+        if self.allowed is not None and model_id not in self.allowed:
+            message = f"This token is not allowed to use the model '{model_id}'."
+            raise ApiError(403, message, code="model_not_allowed")
+        return model
+
+    def visible_models(self) -> List[Dict[str, Any]]:
+        return [m.to_json() for m in MODELS if self.allowed is None or m.id in self.allowed]
+
+
+Handler = Callable[[web.Request, Context], Awaitable[web.StreamResponse]]
+
+
+def _error_response(exc: ApiError) -> web.Response:
+    return web.json_response(exc.body, status=exc.status, headers=exc.headers)
+
+
+def _parse_body(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return _UNPARSED
+
+
+@web.middleware
+async def _record(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Give every request an id, record it, and answer router errors with an error envelope."""
+    request[_REQUEST_ID] = "req_" + uuid.uuid4().hex[:24]
+    raw = await request.read()
+    request[_BODY] = body = _parse_body(raw)
+    request.app[STATE].record(
+        RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query={key: request.query[key] for key in request.query},
+            headers=redact_headers(request.headers.items()),
+            json=None if body is _UNPARSED else body,
+            body=raw,
+            request_id=request[_REQUEST_ID],
+        )
+    )
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        message = f"Invalid URL ({request.method} {request.path}): {exc.reason}."
+        return _error_response(ApiError(exc.status, message, headers=headers))
+
+
+async def _add_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    response.headers.setdefault("x-request-id", request.get(_REQUEST_ID, ""))
+    for name, value in request.get(_EXTRA_HEADERS, {}).items():
+        response.headers.setdefault(name, value)
+
+
+async def _early_fault(request: web.Request, fault: Fault) -> Optional[web.StreamResponse]:
+    """Serve a fault that acts before the answer; None when the answer should follow."""
+    if fault.kind in STATUS_LIKE:
+        return fault_response(fault)
+    if fault.kind == RESET and fault.when == BEFORE_HEADERS:
+        abort_connection(request)
+        return web.Response()  # never reaches the wire: the connection is gone
+    if fault.kind == STALL and fault.when == BEFORE_HEADERS:
+        await asyncio.sleep(fault.seconds)
+    return None
+
+
+def _authenticate(request: web.Request, state: GatewayState) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    known = scheme.lower() == "bearer" and bool(token) and state.token_models(token)[0]
+    if not known:
+        message = "Missing or unknown bearer token in the Authorization header."
+        raise ApiError(401, message, code="invalid_api_key")
+    return token
+
+
+def _count_request(request: web.Request, state: GatewayState, token: str) -> None:
+    limit = state.rpm_limit
+    if limit is None:
+        return
+    decision = state.limiter.check(token, limit)
+    request[_EXTRA_HEADERS] = decision.headers()
+    if not decision.allowed:
+        headers = {"Retry-After": format_seconds(decision.reset_seconds)}
+        message = f"Rate limit reached: {limit} requests per minute for this token."
+        raise ApiError(429, message, code="rate_limit_exceeded", headers=headers)
+
+
+def _route(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        body = request[_BODY]
+        is_stream = (
+            request.path == CHAT_PATH and isinstance(body, dict) and body.get("stream") is True
+        )
+        fault = state.faults.take(request.path, is_stream)
+        if fault is not None:
+            early = await _early_fault(request, fault)
+            if early is not None:
+                return early
+        try:
+            token = _authenticate(request, state)
+            _count_request(request, state, token)
+            if body is _UNPARSED:
+                raise ApiError(400, "We could not parse the JSON body of your request.")
+            context = Context(body, state.token_models(token)[1], fault)
+            response = await handler(request, context)
+        except ApiError as exc:
+            response = _error_response(exc)
+        if fault is not None and fault.kind == RESET and isinstance(response, web.Response):
+            return await send_partial_then_reset(request, response)
+        return response
+
+    return serve
+
+
+async def _health(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def _list_models(request: web.Request, ctx: Context) -> web.StreamResponse:
+    return web.json_response({"object": "list", "data": ctx.visible_models()})
+
+
+async def _get_model(request: web.Request, ctx: Context) -> web.StreamResponse:
+    return web.json_response(ctx.model(request.match_info["model_id"]).to_json())
+
+
+async def _list_providers(request: web.Request, ctx: Context) -> web.StreamResponse:
+    return web.json_response(list(PROVIDERS))
+
+
+async def _provider_models(request: web.Request, ctx: Context) -> web.StreamResponse:
+    provider = request.match_info["provider"]
+    if provider not in PROVIDERS:
+        raise ApiError(404, f"Unknown provider '{provider}'.", code="provider_not_found")
+    models = [m for m in ctx.visible_models() if m["owned_by"] == provider]
+    return web.json_response({"provider": provider, "total": len(models), "models": models})
+
+
+async def _chat(request: web.Request, ctx: Context) -> web.StreamResponse:
+    model = ctx.model(require_model(ctx.body))
+    if model.is_embedding:
+        message = f"The model '{model.id}' is an embedding model: it does not support chat."
+        raise ApiError(400, message, code="model_not_supported", param="model")
+    chat = parse_chat(ctx.body)
+    completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    if chat.stream:
+        return await send_stream(request, chat_events(chat, completion_id, created), ctx.fault)
+    return web.json_response(chat_completion(chat, completion_id, created))
+
+
+async def _embeddings(request: web.Request, ctx: Context) -> web.StreamResponse:
+    model = ctx.model(require_model(ctx.body))
+    if not model.is_embedding:
+        message = f"The model '{model.id}' is a chat model: it does not support embeddings."
+        raise ApiError(400, message, code="model_not_supported", param="model")
+    return web.json_response(embeddings(model, ctx.body))
+
+
+def build_app(state: GatewayState) -> web.Application:
+    """The aiohttp application serving ``state``'s gateway."""
+    app = web.Application(middlewares=[_record])
+    app[STATE] = state
+    app.on_response_prepare.append(_add_headers)
+    app.router.add_get("/health", _health)
+    app.router.add_post(CHAT_PATH, _route(_chat))
+    app.router.add_post("/v1/embeddings", _route(_embeddings))
+    app.router.add_get("/v1/models", _route(_list_models))
+    app.router.add_get("/v1/models/{model_id:.+}", _route(_get_model))
+    app.router.add_get("/v1/providers", _route(_list_providers))
+    app.router.add_get("/v1/providers/{provider}/models", _route(_provider_models))
+    return app
