@@ -80,7 +80,7 @@ class GatewayClientError(Exception):
 
     def __str__(self) -> str:
         text = self.message
-        if self.status_code is not None:
+        if self.status_code is not None and not text.startswith(f"HTTP {self.status_code}"):
             text = f"HTTP {self.status_code}: {text}"
         if self.request_id is not None:
             text = f"{text} (request id {self.request_id})"

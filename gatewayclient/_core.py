@@ -1,0 +1,459 @@
+"""The sans-I/O core shared by both clients: requests to send, answers to make of responses.
+
+Nothing here opens a socket, sleeps or knows an event loop. A client asks ``GatewayCore`` for a
+``Call`` (the request to send and how to read its answer), sends it, and hands back the status,
+headers and body; for streams it feeds the received bytes to a ``StreamState``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
+
+from ._stream import END, NEED_DATA, StreamState
+from ._usage import UsageTotals, UsageTracker
+from ._version import __version__
+from .config import ClientConfig, RetryPolicy, check_timeout
+from .errors import (
+    GatewayClientError,
+    GatewayConfigError,
+    GatewayResponseError,
+    GatewayStreamError,
+    GatewayValidationError,
+    error_from_event,
+    error_from_response,
+)
+from .models import ChatCompletion, EmbeddingResponse, GatewayObject, ModelList, ProviderModels
+
+__all__ = [
+    "END",
+    "NEED_DATA",
+    "Call",
+    "GatewayCore",
+    "Request",
+    "StreamCall",
+    "StreamState",
+    "UsageTotals",
+    "UsageTracker",
+]
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_ROLE_NAMES = ", ".join(sorted(ROLES))
+_FALLBACK_STATUSES = (404, 405)
+
+
+class Request:
+    """One HTTP request, ready for a transport: method, absolute URL, headers and body bytes."""
+
+    __slots__ = ("body", "headers", "method", "path", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        headers: Dict[str, str],
+        body: Optional[bytes],
+        timeout: Optional[float],
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # headers are left out: they carry the token
+        return f"Request({self.method} {self.url})"
+
+
+class Call:
+    """A request and how to read its answer; ``handle`` may answer with a follow-up Call."""
+
+    __slots__ = ("fallback", "parse", "request", "secret")
+
+    def __init__(
+        self,
+        request: Request,
+        parse: Callable[[Any], Any],
+        secret: Optional[str],
+        fallback: Optional[Callable[[], Call]] = None,
+    ) -> None:
+        self.request = request
+        self.parse = parse
+        self.secret = secret
+        self.fallback = fallback
+
+    def handle(self, status: int, headers: Mapping[str, str], body: bytes) -> Any:
+        if 200 <= status < 300:
+            return self.parse(decode_json(body))
+        if self.fallback is not None and status in _FALLBACK_STATUSES:
+            return self.fallback()
+        raise error_from_response(status, headers, body, secret=self.secret)
+
+
+class StreamCall:
+    """A streaming chat request: checks the response head, then makes a StreamState of it."""
+
+    __slots__ = ("hide_usage_chunk", "model", "request", "secret", "usage")
+
+    def __init__(
+        self,
+        request: Request,
+        model: str,
+        usage: UsageTracker,
+        hide_usage_chunk: bool,
+        secret: Optional[str],
+    ) -> None:
+        self.request = request
+        self.model = model
+        self.usage = usage
+        self.hide_usage_chunk = hide_usage_chunk
+        self.secret = secret
+
+    def new_state(self) -> StreamState:
+        return StreamState(self.model, self.usage, self.hide_usage_chunk, self.secret)
+
+    def accepts(self, status: int, headers: Mapping[str, str]) -> bool:
+        """Whether the response is an event stream (else its whole body goes to ``reject``)."""
+        content_type = headers.get("content-type") or "text/event-stream"
+        return 200 <= status < 300 and content_type.startswith("text/event-stream")
+
+    def reject(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayClientError:
+        if not 200 <= status < 300:
+            return error_from_response(status, headers, body, secret=self.secret)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "error" in data:
+            return error_from_event(data, headers, secret=self.secret)
+        content_type = headers.get("content-type", "")
+        return GatewayStreamError(
+            f"expected an event stream, got {content_type or 'no content type'}",
+            status_code=status,
+        )
+
+
+def decode_json(body: bytes) -> Any:
+    if not body.strip():
+        raise GatewayResponseError("the gateway answered with an empty body where JSON was due")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        preview = body[:200].decode("utf-8", "replace")
+        raise GatewayResponseError(
+            f"the gateway's answer is not valid JSON: {preview!r}", body=preview
+        ) from exc
+
+
+def encode_json(body: Dict[str, Any]) -> bytes:
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise GatewayValidationError(f"the request cannot be sent as JSON: {exc}") from exc
+    return text.encode("utf-8")
+
+
+# -- argument checks: every one raises GatewayValidationError before a request exists ----------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_model(model: Any) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayValidationError(
+            f"model must be a non-empty string like 'openai/gpt-4o', got {model!r}"
+        )
+    return model
+
+
+def check_messages(messages: Any) -> List[Dict[str, Any]]:
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise GatewayValidationError(
+            "messages must be a list of {'role': ..., 'content': ...} mappings"
+        )
+    if not messages:
+        raise GatewayValidationError("messages must not be empty")
+    checked = []
+    for position, message in enumerate(messages):
+        if isinstance(message, GatewayObject):
+            message = message.to_dict()
+        if not isinstance(message, Mapping):
+            raise GatewayValidationError(
+                f"messages[{position}] must be a mapping, got {type(message).__name__}"
+            )
+        role = message.get("role")
+        if role not in ROLES:
+            raise GatewayValidationError(
+                f"messages[{position}]['role'] must be one of {_ROLE_NAMES}, got {role!r}"
+            )
+        checked.append(message if isinstance(message, dict) else dict(message))
+    return checked
+
+
+def check_sampling(temperature: Any, max_tokens: Any, top_p: Any) -> None:
+    if temperature is not None and not (_is_number(temperature) and 0 <= temperature <= 2):
+        raise GatewayValidationError(
+            f"temperature must be a number from 0 to 2, got {temperature!r}"
+        )
+    if top_p is not None and not (_is_number(top_p) and 0 < top_p <= 1):
+        raise GatewayValidationError(f"top_p must be a number in (0, 1], got {top_p!r}")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0
+    ):
+        raise GatewayValidationError(f"max_tokens must be a positive int, got {max_tokens!r}")
+
+
+def check_input(value: Any) -> Union[str, List[str]]:
+    if isinstance(value, str):
+        if not value:
+            raise GatewayValidationError("input must not be empty")
+        return value
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise GatewayValidationError("input must not be an empty list")
+        for position, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise GatewayValidationError(f"input[{position}] must be a non-empty string")
+        return list(value)
+    raise GatewayValidationError(
+        f"input must be a string or a list of strings, got {type(value).__name__}"
+    )
+
+
+def check_provider(provider: Any) -> str:
+    if not isinstance(provider, str) or not provider.strip() or "/" in provider:
+        raise GatewayValidationError(f"provider must be a name like 'openai', got {provider!r}")
+    return provider
+
+
+def _call_options(params: Dict[str, Any]) -> Tuple[Dict[str, str], Any]:
+    """Pop the two keywords that are not body fields: extra_headers and timeout."""
+    extra = params.pop("extra_headers", None) or {}
+    if not isinstance(extra, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+    ):
+        raise GatewayValidationError("extra_headers must be a mapping of str to str")
+    timeout = params.pop("timeout", None)
+    try:
+        timeout = check_timeout(timeout)
+    except GatewayConfigError as exc:
+        raise GatewayValidationError(str(exc)) from exc
+    return dict(extra), timeout
+
+
+class GatewayCore:
+    """Builds every Call of the API for one client configuration, and keeps its usage."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.usage = UsageTracker()
+        headers = {"Accept": "application/json", "User-Agent": f"gatewayclient/{__version__}"}
+        if config.auth_token:
+            headers["Authorization"] = f"Bearer {config.auth_token}"
+        headers.update(config.default_headers)
+        self._headers = headers
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.config.retry
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[Dict[str, Any]] = None,
+        params: Optional[Dict[str, Any]] = None,
+    ) -> Request:
+        extra, timeout = _call_options(params if params is not None else {})
+        headers = dict(self._headers)
+        data = None
+        if body is not None:
+            data = encode_json(body)
+            headers["Content-Type"] = "application/json"
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        if body is not None and body.get("stream"):
+            headers["Accept"] = "text/event-stream"
+            headers["Cache-Control"] = "no-cache"
+        headers.update(extra)
+        url = self.config.api_root + path
+        return Request(
+            method,
+            url,
+            path,
+            headers,
+            data,
+            timeout if timeout is not None else self.config.timeout,
+        )
+
+    def _chat_body(
+        self,
+        model: Any,
+        messages: Any,
+        temperature: Any,
+        max_tokens: Any,
+        top_p: Any,
+        params: Dict[str, Any],
+    ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        body: Dict[str, Any] = {"model": check_model(model), "messages": check_messages(messages)}
+        check_sampling(temperature, max_tokens, top_p)
+        options: Dict[str, Any] = {
+            k: params.pop(k) for k in ("extra_headers", "timeout") if k in params
+        }
+        if "stream" in params:
+            raise GatewayValidationError(
+                "pass no 'stream' argument: use chat_completion() or stream_chat_completion()"
+            )
+        fields = {"temperature": temperature, "max_tokens": max_tokens, "top_p": top_p, **params}
+        body.update((key, value) for key, value in fields.items() if value is not None)
+        return body, options
+
+    def chat(
+        self,
+        model: Any,
+        messages: Any,
+        temperature: Any,
+        max_tokens: Any,
+        top_p: Any,
+        params: Dict[str, Any],
+    ) -> Call:
+        body, options = self._chat_body(model, messages, temperature, max_tokens, top_p, params)
+        request = self._request("POST", "/chat/completions", body, options)
+        usage, asked = self.usage, body["model"]
+
+        def parse(data: Any) -> ChatCompletion:
+            completion = ChatCompletion._from_json(data)
+            usage.record(asked, data.get("usage"))
+            return completion
+
+        return Call(request, parse, self.config.auth_token)
+
+    def stream(
+        self,
+        model: Any,
+        messages: Any,
+        temperature: Any,
+        max_tokens: Any,
+        top_p: Any,
+        params: Dict[str, Any],
+    ) -> StreamCall:
+        body, options = self._chat_body(model, messages, temperature, max_tokens, top_p, params)
+        body["stream"] = True
+        hide_usage_chunk = body.get("stream_options") is None
+        if hide_usage_chunk:
+            body["stream_options"] = {"include_usage": True}
+        request = self._request("POST", "/chat/completions", body, options)
+        return StreamCall(
+            request, body["model"], self.usage, hide_usage_chunk, self.config.auth_token
+        )
+
+    def embeddings(self, model: Any, input: Any, params: Dict[str, Any]) -> Call:
+        options: Dict[str, Any] = {
+            k: params.pop(k) for k in ("extra_headers", "timeout") if k in params
+        }
+        body: Dict[str, Any] = {"model": check_model(model), "input": check_input(input)}
+        body.update((key, value) for key, value in params.items() if value is not None)
+        request = self._request("POST", "/embeddings", body, options)
+        usage, asked = self.usage, body["model"]
+
+        def parse(data: Any) -> EmbeddingResponse:
+            response = EmbeddingResponse._from_json(data)
+            usage.record(asked, data.get("usage"))
+            return response
+
+        return Call(request, parse, self.config.auth_token)
+
+    def models(self) -> Call:
+        return Call(self._request("GET", "/models"), parse_model_list, self.config.auth_token)
+
+    def providers(self) -> Call:
+        def fallback() -> Call:
+            return Call(
+                self._request("GET", "/models"), providers_from_models, self.config.auth_token
+            )
+
+        return Call(
+            self._request("GET", "/providers"), parse_providers, self.config.auth_token, fallback
+        )
+
+    def provider_models(self, provider: Any) -> Call:
+        name = check_provider(provider)
+
+        def parse(data: Any) -> ProviderModels:
+            return parse_provider_models(name, data)
+
+        def fallback() -> Call:
+            return Call(
+                self._request("GET", "/models"),
+                lambda data: provider_models_from_models(name, data),
+                self.config.auth_token,
+            )
+
+        path = f"/providers/{quote(name, safe='')}/models"
+        return Call(self._request("GET", path), parse, self.config.auth_token, fallback)
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+def _model_entries(data: Any) -> List[Any]:
+    entries = data.get("data") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise GatewayResponseError("expected a list of models", body=data)
+    return entries
+
+
+def parse_model_list(data: Any) -> ModelList:
+    if isinstance(data, list):
+        data = {"object": "list", "data": data}
+    _model_entries(data)
+    return ModelList._from_json(data)
+
+
+def _unique(names: List[str]) -> List[str]:
+    return list(dict.fromkeys(names))
+
+
+def parse_providers(data: Any) -> List[str]:
+    if isinstance(data, dict):
+        data = data.get("providers", data.get("data"))
+    if not isinstance(data, list):
+        raise GatewayResponseError("expected a list of providers", body=data)
+    names = [item.get("id") if isinstance(item, dict) else item for item in data]
+    checked = [name for name in names if isinstance(name, str)]
+    if len(checked) != len(names):
+        raise GatewayResponseError("expected provider names or objects with an 'id'", body=data)
+    return _unique(checked)
+
+
+def parse_provider_models(provider: str, data: Any) -> ProviderModels:
+    if isinstance(data, dict) and isinstance(data.get("models"), list):
+        data.setdefault("provider", provider)
+        data.setdefault("total", len(data["models"]))
+        return ProviderModels._from_json(data)
+    models = _model_entries(data)
+    return ProviderModels._from_json({"provider": provider, "total": len(models), "models": models})
+
+
+def _ids(data: Any) -> List[Tuple[str, Any]]:
+    found = []
+    for entry in _model_entries(data):
+        model_id = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(model_id, str) and "/" in model_id:
+            found.append((model_id.split("/", 1)[0], entry))
+    return found
+
+
+def providers_from_models(data: Any) -> List[str]:
+    return _unique([provider for provider, _ in _ids(data)])
+
+
+def provider_models_from_models(provider: str, data: Any) -> ProviderModels:
+    models = [entry for owner, entry in _ids(data) if owner == provider]
+    return ProviderModels._from_json({"provider": provider, "total": len(models), "models": models})

@@ -1,0 +1,224 @@
+"""One chat stream's state: received bytes in, chunks for the caller out, the answer assembled.
+
+A client feeds every network read to ``StreamState.feed`` (``b""`` at the end of the body) and
+asks ``take`` for the next chunk: a ``ChatCompletionChunk``, ``NEED_DATA`` (read more) or ``END``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Union
+
+from ._usage import UsageTracker
+from .errors import (
+    GatewayConnectionError,
+    GatewayStreamError,
+    GatewayTimeoutError,
+    error_from_event,
+)
+from .models import ChatCompletion, ChatCompletionChunk, CompletionUsage
+from .sse import ServerSentEvent, SSEDecoder
+
+__all__ = ["END", "NEED_DATA", "StreamState"]
+
+
+class _Signal:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Signal("NEED_DATA")
+END = _Signal("END")
+_HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+
+
+def _by_index(item: Any) -> Any:
+    index = item[0]
+    return (0, index, "") if type(index) is int else (1, 0, str(index))
+
+
+class _ChoiceParts:
+    """What one choice index has received so far."""
+
+    __slots__ = ("content", "finish_reason", "refusal", "role", "tools")
+
+    def __init__(self) -> None:
+        self.role: Optional[str] = None
+        self.content: List[str] = []
+        self.refusal: List[str] = []
+        self.tools: Dict[int, Dict[str, Any]] = {}
+        self.finish_reason: Optional[str] = None
+
+    def add(self, delta: Dict[str, Any]) -> None:
+        content = delta.get("content")
+        if type(content) is str:
+            self.content.append(content)
+        role = delta.get("role")
+        if type(role) is str:
+            self.role = role
+        refusal = delta.get("refusal")
+        if type(refusal) is str:
+            self.refusal.append(refusal)
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            if type(tool_calls) is not list:
+                raise GatewayStreamError("a chunk's tool_calls is not a list")
+            for position, call in enumerate(tool_calls):
+                self._add_tool_call(position, call)
+
+    def _add_tool_call(self, position: int, call: Any) -> None:
+        if type(call) is not dict:
+            raise GatewayStreamError("a chunk's tool call is not an object")
+        index = call.get("index", position)
+        parts = self.tools.setdefault(
+            index, {"id": None, "type": "function", "name": [], "arguments": []}
+        )
+        for key in ("id", "type"):
+            if type(call.get(key)) is str:
+                parts[key] = call[key]
+        function = call.get("function")
+        if type(function) is dict:
+            for key in ("name", "arguments"):
+                if type(function.get(key)) is str:
+                    parts[key].append(function[key])
+
+    def message(self) -> Dict[str, Any]:
+        message: Dict[str, Any] = {"role": self.role or "assistant"}
+        message["content"] = "".join(self.content) if self.content or not self.tools else None
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
+        if self.tools:
+            message["tool_calls"] = [
+                {
+                    "id": parts["id"],
+                    "type": parts["type"],
+                    "function": {
+                        "name": "".join(parts["name"]),
+                        "arguments": "".join(parts["arguments"]),
+                    },
+                }
+                for _, parts in sorted(self.tools.items(), key=_by_index)
+            ]
+        return message
+
+
+class StreamState:
+    """Decodes one stream attempt; ``restart`` forgets everything for a retried attempt."""
+
+    def __init__(
+        self, model: str, usage: UsageTracker, hide_usage_chunk: bool, secret: Optional[str] = None
+    ) -> None:
+        self._model = model
+        self._tracker = usage
+        self._hide_usage_chunk = hide_usage_chunk
+        self._secret = secret
+        self.restart()
+
+    def restart(self) -> None:
+        self._decoder = SSEDecoder()
+        self._pending: Deque[ChatCompletionChunk] = deque()
+        self._choices: Dict[Any, _ChoiceParts] = {}
+        self._head: Dict[str, Any] = {}
+        self._usage: Optional[Dict[str, Any]] = None
+        self.done = False
+        self.started = False
+
+    @property
+    def ready(self) -> bool:
+        """A chunk is waiting, or the stream is over: opening the stream has succeeded."""
+        return bool(self._pending) or self.done
+
+    @property
+    def usage(self) -> Optional[CompletionUsage]:
+        return None if self._usage is None else CompletionUsage._from_json(self._usage)
+
+    def take(self) -> Union[ChatCompletionChunk, _Signal]:
+        if self._pending:
+            self.started = True
+            return self._pending.popleft()
+        return END if self.done else NEED_DATA
+
+    def feed(self, data: bytes) -> None:
+        """Consume one read of the body; ``b""`` means the body ended."""
+        events = self._decoder.feed(data) if data else self._decoder.flush()
+        for event in events:
+            if self.done:
+                break
+            self._event(event)
+        if not data and not self.done:
+            if not self.started and not self._pending:
+                raise GatewayConnectionError("the stream closed before its first event")
+            raise GatewayStreamError("the stream ended before [DONE]: the answer is incomplete")
+
+    def read_failed(self, error: GatewayConnectionError) -> Exception:
+        """The error to raise for a failed read: once chunks have arrived, a cut stream."""
+        if (not self.started and not self._pending) or isinstance(error, GatewayTimeoutError):
+            return error
+        return GatewayStreamError(f"the stream was cut: {error.message}")
+
+    def _event(self, event: ServerSentEvent) -> None:
+        kind, data = event.event, event.data
+        if kind != "message" and kind != "error":
+            return  # keep-alives and other named events carry no chunk
+        if data == "[DONE]":
+            self.done = True
+            self._tracker.record(self._model, self._usage)
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise GatewayStreamError(f"an event is not valid JSON: {data[:200]!r}") from None
+        if type(obj) is not dict:
+            raise GatewayStreamError(f"an event is not a JSON object: {data[:200]!r}")
+        if kind == "error" or obj.get("error") is not None:
+            raise error_from_event(obj, secret=self._secret)
+        self._chunk(obj)
+
+    def _chunk(self, obj: Dict[str, Any]) -> None:
+        usage = obj.get("usage")
+        if usage is not None:
+            self._usage = usage if type(usage) is dict else None
+        choices = obj.get("choices")
+        if not self._head:
+            self._head = {key: obj[key] for key in _HEAD_FIELDS if obj.get(key) is not None}
+        if choices:
+            if type(choices) is not list:
+                raise GatewayStreamError("a chunk's choices is not a list")
+            for choice in choices:
+                self._add_choice(choice)
+        elif usage is not None and self._hide_usage_chunk:
+            return  # the usage chunk this client asked for: recorded, not yielded
+        self._pending.append(ChatCompletionChunk._from_json(obj))
+
+    def _add_choice(self, choice: Any) -> None:
+        if type(choice) is not dict:
+            raise GatewayStreamError("a chunk's choice is not an object")
+        index = choice.get("index", 0)
+        parts = self._choices.get(index)
+        if parts is None:
+            parts = self._choices[index] = _ChoiceParts()
+        delta = choice.get("delta")
+        if delta:
+            if type(delta) is not dict:
+                raise GatewayStreamError("a chunk's delta is not an object")
+            parts.add(delta)
+        finish_reason = choice.get("finish_reason")
+        if type(finish_reason) is str:
+            parts.finish_reason = finish_reason
+
+    def completion(self) -> ChatCompletion:
+        """What has arrived so far as one ChatCompletion (the whole answer after the end)."""
+        raw: Dict[str, Any] = {"object": "chat.completion", **self._head}
+        raw["choices"] = [
+            {"index": index, "message": parts.message(), "finish_reason": parts.finish_reason}
+            for index, parts in sorted(self._choices.items(), key=_by_index)
+        ]
+        if self._usage is not None:
+            raw["usage"] = self._usage
+        return ChatCompletion._from_json(raw)

@@ -1,0 +1,343 @@
+"""AsyncGatewayClient: the asyncio client, on aiohttp. It only does I/O; ``_core`` decides."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import weakref
+from contextlib import contextmanager, suppress
+from functools import partial
+from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Union
+
+import aiohttp
+
+from . import retry
+from ._core import END, NEED_DATA, Call, GatewayCore, Request, StreamCall
+from .config import ClientConfig, RetryPolicy
+from .errors import GatewayClientError, GatewayConnectionError, GatewayTimeoutError
+from .models import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    CompletionUsage,
+    EmbeddingResponse,
+    ModelList,
+    ProviderModels,
+)
+
+__all__ = ["AsyncGatewayClient", "AsyncStream"]
+
+
+@contextmanager
+def _translate(request: Request) -> Iterator[None]:
+    """aiohttp exceptions become gatewayclient's (timeouts first); cancellation passes through."""
+    where = f"{request.method} {request.url}"
+    try:
+        yield
+    except asyncio.TimeoutError as exc:
+        raise GatewayTimeoutError(f"{where} timed out") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+        raise GatewayConnectionError(f"{where} failed: {exc!r}") from exc
+    except aiohttp.ClientError as exc:
+        raise GatewayClientError(f"{where} failed: {exc!r}") from exc
+
+
+async def _session_keeper(session: aiohttp.ClientSession) -> AsyncIterator[None]:
+    # An async generator started inside the loop is registered with it, and asyncio.run() (like
+    # every well-behaved runner) closes such generators before it closes the loop: the session is
+    # then closed inside its own loop, with no "Unclosed client session" and no "Event loop is
+    # closed", even when the caller never closes the client.
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+class _Pool:
+    __slots__ = ("keeper", "session")
+
+    def __init__(self, session: aiohttp.ClientSession, keeper: AsyncIterator[None]) -> None:
+        self.session = session
+        self.keeper = keeper
+
+    async def aclose(self) -> None:
+        await self.keeper.aclose()  # type: ignore[attr-defined]
+
+
+class _Transport:
+    """One aiohttp session per event loop, created lazily inside that loop."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._timeouts: Dict[Optional[float], aiohttp.ClientTimeout] = {}
+        verify = config.verify
+        self._ssl: Union[bool, ssl.SSLContext] = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+
+    async def session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None or pool.session.closed:
+            connector = aiohttp.TCPConnector(limit=self._config.max_connections, ssl=self._ssl)
+            session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
+            keeper = _session_keeper(session)
+            await keeper.__anext__()  # runs to its yield at once: no other task interleaves
+            pool = _Pool(session, keeper)
+            with self._lock:
+                self._pools[loop] = pool
+        return pool.session
+
+    def _timeout(self, seconds: Optional[float]) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:  # bounds the connect and each wait for bytes, not the whole call
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+            self._timeouts[seconds] = timeout
+        return timeout
+
+    async def send(self, request: Request) -> aiohttp.ClientResponse:
+        session = await self.session()
+        with _translate(request):
+            return await session.request(
+                request.method, request.url, headers=request.headers, data=request.body,
+                timeout=self._timeout(request.timeout), proxy=self._config.proxy,
+            )  # fmt: skip
+
+    async def close(self) -> None:
+        with self._lock:
+            pools = list(self._pools.items())
+            self._pools.clear()
+        current = asyncio.get_running_loop()
+        for loop, pool in pools:
+            if loop is current:
+                await pool.aclose()
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+
+
+class AsyncStream:
+    """A chat stream: ``async for`` it; leaving early or cancelling releases the connection."""
+
+    def __init__(self, transport: _Transport, call: StreamCall, policy: RetryPolicy) -> None:
+        self._transport = transport
+        self._call = call
+        self._policy = policy
+        self._state = call.new_state()
+        self._response: Optional[aiohttp.ClientResponse] = None
+        self._opened = False
+        self._closed = False
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if self._closed:
+            raise StopAsyncIteration
+        if not self._opened:
+            await retry.arun(self._policy, self._connect, f"stream {self._call.request!r}")
+            self._opened = True
+        item = self._state.take()
+        if item is NEED_DATA:
+            item = await self._pump()
+        if item is END:
+            await self.aclose()
+            raise StopAsyncIteration
+        return item  # type: ignore[return-value]
+
+    async def _pump(self) -> Any:
+        try:
+            item: Any = NEED_DATA
+            while item is NEED_DATA:
+                self._state.feed(await self._read())
+                item = self._state.take()
+            return item
+        except BaseException:
+            self._release()
+            raise
+
+    async def _connect(self) -> None:
+        """One attempt: send, check the head, read up to the first chunk (all retryable)."""
+        self._release()
+        self._closed = False
+        self._state.restart()
+        self._response = response = await self._transport.send(self._call.request)
+        try:
+            if not self._call.accepts(response.status, response.headers):
+                with _translate(self._call.request):
+                    body = await response.read()
+                raise self._call.reject(response.status, response.headers, body)
+            while not self._state.ready:
+                self._state.feed(await self._read())
+        except BaseException:
+            self._release()
+            raise
+
+    async def _read(self) -> bytes:
+        response = self._response
+        if response is None:
+            return b""
+        try:
+            with _translate(self._call.request):
+                return await response.content.readany()
+        except GatewayConnectionError as exc:
+            self._release()
+            error = self._state.read_failed(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        except BaseException:
+            self._release()
+            raise
+
+    def completion(self) -> ChatCompletion:
+        """What has arrived so far as one ChatCompletion; after the end, the whole answer."""
+        return self._state.completion()
+
+    @property
+    def usage(self) -> Optional[CompletionUsage]:
+        return self._state.usage
+
+    def _release(self) -> None:
+        self._closed = True
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection; iteration then ends."""
+        self._release()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        response = self.__dict__.get("_response")
+        if response is not None:
+            with suppress(Exception):  # its loop may be closed already
+                response.close()
+
+
+class AsyncGatewayClient:
+    """Asyncio client for an OpenAI-compatible AI gateway; usable from any event loop."""
+
+    def __init__(
+        self,
+        base_url: Optional[str] = None,
+        auth_token: Optional[str] = None,
+        timeout: Optional[float] = 60.0,
+        *,
+        max_retries: int = 2,
+        max_retry_after: float = 60.0,
+        api_prefix: str = "/v1",
+        default_headers: Optional[Mapping[str, str]] = None,
+        verify: Union[bool, str] = True,
+        max_connections: int = 100,
+        retry_policy: Optional[RetryPolicy] = None,
+    ) -> None:
+        config = ClientConfig.create(
+            base_url, auth_token, timeout, max_retries=max_retries, max_retry_after=max_retry_after,
+            api_prefix=api_prefix, default_headers=default_headers, verify=verify,
+            max_connections=max_connections, retry_policy=retry_policy,
+        )  # fmt: skip
+        self._core = GatewayCore(config)
+        self._transport = _Transport(config)
+        self.usage = self._core.usage
+
+    @property
+    def base_url(self) -> str:
+        return self._core.config.base_url
+
+    def __repr__(self) -> str:
+        token = "'***'" if self._core.config.auth_token else "None"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
+
+    async def _attempt(self, call: Call) -> Any:
+        response = await self._transport.send(call.request)
+        try:
+            with _translate(call.request):
+                body = await response.read()
+        finally:
+            response.release()
+        return call.handle(response.status, response.headers, body)
+
+    async def _run(self, call: Call) -> Any:
+        result: Any = call
+        while isinstance(result, Call):  # a Call may answer with a fallback Call
+            result = await retry.arun(
+                self._core.retry, partial(self._attempt, result), repr(result.request)
+            )
+        return result
+
+    async def chat_completion(
+        self,
+        model: str,
+        messages: List[Dict[str, Any]],
+        *,
+        temperature: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        top_p: Optional[float] = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        """Create a chat completion (``POST /chat/completions``)."""
+        call = self._core.chat(model, messages, temperature, max_tokens, top_p, params)
+        result: ChatCompletion = await self._run(call)
+        return result
+
+    def stream_chat_completion(
+        self,
+        model: str,
+        messages: List[Dict[str, Any]],
+        *,
+        temperature: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        top_p: Optional[float] = None,
+        **params: Any,
+    ) -> AsyncStream:
+        """Stream a chat completion; arguments are checked now, the request is sent on iteration."""
+        call = self._core.stream(model, messages, temperature, max_tokens, top_p, params)
+        return AsyncStream(self._transport, call, self._core.retry)
+
+    async def embeddings(
+        self, model: str, input: Union[str, List[str]], **params: Any
+    ) -> EmbeddingResponse:
+        """Create embeddings for a string or a list of strings (``POST /embeddings``)."""
+        result: EmbeddingResponse = await self._run(self._core.embeddings(model, input, params))
+        return result
+
+    async def list_models(self) -> ModelList:
+        """Every model the gateway offers (``GET /models``)."""
+        result: ModelList = await self._run(self._core.models())
+        return result
+
+    async def list_provider_models(self, provider: str) -> ProviderModels:
+        """The models of one provider (``GET /providers/{provider}/models``, else from /models)."""
+        result: ProviderModels = await self._run(self._core.provider_models(provider))
+        return result
+
+    async def list_known_providers(self) -> List[str]:
+        """Provider names, in the gateway's order (``GET /providers``, else from /models)."""
+        result: List[str] = await self._run(self._core.providers())
+        return result
+
+    async def aclose(self) -> None:
+        """Close this client's sessions; the client can still be used afterwards (it reconnects)."""
+        await self._transport.close()
+
+    async def close(self) -> None:
+        """The same as ``aclose()``."""
+        await self.aclose()
+
+    async def __aenter__(self) -> AsyncGatewayClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,209 @@
+"""Client settings: read from arguments and the environment, validated once, frozen.
+
+Both clients build one ``ClientConfig`` at construction and never validate settings again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+from .errors import GatewayConfigError
+
+__all__ = ["ENV_AUTH_TOKEN", "ENV_BASE_URL", "ClientConfig", "RetryPolicy"]
+
+ENV_BASE_URL = "PLATFORM_API_URL"
+ENV_AUTH_TOKEN = "AUTH_TOKEN"
+
+logger = logging.getLogger("gatewayclient")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry: exponential backoff with full jitter.
+
+    ``max_retries`` counts retries, not attempts. A server hint (Retry-After and kin) wins over
+    the backoff; a hint longer than ``max_retry_after`` is not waited for. Tests pass
+    ``RetryPolicy(backoff_base=0)`` for zero waits instead of patching anything.
+    """
+
+    max_retries: int = 2
+    max_retry_after: float = 60.0
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise GatewayConfigError("max_retries must be an int >= 0")
+        if self.max_retries < 0:
+            raise GatewayConfigError("max_retries must be an int >= 0")
+        for name in ("max_retry_after", "backoff_base", "backoff_max"):
+            _non_negative(name, getattr(self, name))
+
+
+def _non_negative(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GatewayConfigError(f"{name} must be a number >= 0, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise GatewayConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_timeout(value: object, name: str = "timeout") -> Optional[float]:
+    """A timeout is a positive number of seconds, or None for no limit."""
+    if value is None:
+        return None
+    seconds = _non_negative(name, value)
+    if seconds == 0:
+        raise GatewayConfigError(f"{name} must be > 0 seconds (or None for no limit)")
+    return seconds
+
+
+def _api_root(base_url: str, api_prefix: str) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GatewayConfigError(
+            f"base_url must be an absolute http(s) URL such as https://gateway.example.com, "
+            f"got {base_url!r}"
+        )
+    if parts.query or parts.fragment:
+        raise GatewayConfigError("base_url must not carry a query string or a fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise GatewayConfigError(f"base_url has an invalid port: {base_url!r}") from exc
+    root = base_url.rstrip("/")
+    prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
+    if prefix and not urlsplit(root).path.endswith(prefix):
+        root += prefix
+    return root
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Validated settings shared by the sync and the async client."""
+
+    base_url: str
+    api_root: str
+    auth_token: Optional[str] = field(repr=False)
+    timeout: Optional[float]
+    retry: RetryPolicy
+    default_headers: Tuple[Tuple[str, str], ...]
+    verify: Union[bool, str]
+    max_connections: int
+    origin: str
+    proxy: Optional[str] = None
+
+    @classmethod
+    def create(
+        cls,
+        base_url: Optional[str],
+        auth_token: Optional[str],
+        timeout: Optional[float],
+        *,
+        max_retries: int,
+        max_retry_after: float,
+        api_prefix: str,
+        default_headers: Optional[Mapping[str, str]],
+        verify: Union[bool, str],
+        max_connections: int,
+        retry_policy: Optional[RetryPolicy],
+    ) -> ClientConfig:
+        url = base_url if base_url is not None else os.environ.get(ENV_BASE_URL)
+        if not url or not isinstance(url, str) or not url.strip():
+            raise GatewayConfigError(
+                f"no gateway URL: pass base_url=... or set the {ENV_BASE_URL} environment variable"
+            )
+        token = auth_token if auth_token is not None else os.environ.get(ENV_AUTH_TOKEN)
+        if token is not None and not isinstance(token, str):
+            raise GatewayConfigError("auth_token must be a string")
+        if token is not None and ("\n" in token or "\r" in token):
+            raise GatewayConfigError("auth_token must not contain line breaks")
+        if not isinstance(api_prefix, str):
+            raise GatewayConfigError("api_prefix must be a string such as '/v1' or ''")
+        url = url.strip()
+        root = _api_root(url, api_prefix)
+        parts = urlsplit(root)
+        if token and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            logger.warning(
+                "sending the auth token over plain http to %s: use https outside loopback",
+                parts.hostname,
+            )
+        return cls(
+            base_url=url.rstrip("/"),
+            api_root=root,
+            auth_token=token or None,
+            timeout=check_timeout(timeout),
+            retry=retry_policy or RetryPolicy(max_retries, max_retry_after),
+            default_headers=_headers(default_headers),
+            verify=_environment_ca_bundle(_verify(verify)),
+            max_connections=_max_connections(max_connections),
+            origin=f"{parts.scheme}://{parts.netloc}",
+            proxy=_environment_proxy(root),
+        )
+
+    def __repr__(self) -> str:
+        token = "'***'" if self.auth_token else "None"
+        return f"ClientConfig(base_url={self.base_url!r}, auth_token={token})"
+
+
+def _headers(headers: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
+    if headers is None:
+        return ()
+    if not isinstance(headers, Mapping):
+        raise GatewayConfigError("default_headers must be a mapping of str to str")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise GatewayConfigError("default_headers must be a mapping of str to str")
+    return tuple(headers.items())
+
+
+def _verify(verify: Union[bool, str]) -> Union[bool, str]:
+    if isinstance(verify, bool):
+        return verify
+    if isinstance(verify, (str, os.PathLike)) and os.path.exists(verify):
+        return os.fspath(verify)
+    raise GatewayConfigError(
+        f"verify must be True, False, or the path of an existing CA bundle file, got {verify!r}"
+    )
+
+
+def _environment_ca_bundle(verify: Union[bool, str]) -> Union[bool, str]:
+    # The variables requests honours; read once here, for both clients, not on every call.
+    if verify is True:
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            path = os.environ.get(name)
+            if path and os.path.exists(path):
+                return path
+    return verify
+
+
+def _environment_proxy(url: str) -> Optional[str]:
+    """The proxy that the *_PROXY / NO_PROXY variables name for ``url``, read once."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return proxy
+
+
+def _max_connections(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GatewayConfigError(f"max_connections must be an int >= 1, got {value!r}")
+    return value
