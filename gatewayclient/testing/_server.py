@@ -31,10 +31,19 @@ from ._wire import ApiError, format_seconds
 
 STATE = web.AppKey("gatewayclient.testing.state", GatewayState)
 CHAT_PATH = "/v1/chat/completions"
-_REQUEST_ID = "gatewayclient.testing.request_id"
-_BODY = "gatewayclient.testing.body"
-_EXTRA_HEADERS = "gatewayclient.testing.headers"
 _UNPARSED = object()
+
+
+def _request_key(name: str, kind: type) -> Any:
+    """A key for per-request storage: a ``web.RequestKey`` where aiohttp has it (3.13+ warns
+    about plain strings), else the string itself."""
+    factory = getattr(web, "RequestKey", None)
+    return name if factory is None else factory(f"gatewayclient.testing.{name}", kind)
+
+
+_REQUEST_ID = _request_key("request_id", str)
+_BODY = _request_key("body", object)
+_EXTRA_HEADERS = _request_key("headers", dict)
 
 
 @dataclass(frozen=True)
