@@ -173,6 +173,40 @@ def test_async_with_serves_from_the_running_loop() -> None:
     assert body["choices"][0]["message"]["content"] == expected_reply("openai/gpt-4o", HELLO)
 
 
+def test_stop_does_not_wait_for_a_stalled_request() -> None:
+    gateway = FakeGateway().start()
+    gateway.stall(30)
+    outcome: List[Any] = []
+
+    def call() -> None:
+        try:
+            outcome.append(requests.get(f"{gateway.api_url}/models", timeout=10).status_code)
+        except requests.RequestException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while not gateway.requests:
+        time.sleep(0.01)
+    started = time.monotonic()
+    gateway.stop()
+    caller.join(5)
+    assert time.monotonic() - started < 1.0
+    assert outcome and not gateway_threads()
+
+
+def test_reset_forgets_what_a_test_changed() -> None:
+    with FakeGateway(rpm_limit=5) as gateway, requests.Session() as session:
+        gateway.add_token("extra")
+        gateway.rpm_limit = 1
+        gateway.fail(500)
+        session.get(f"{gateway.api_url}/models", headers={"Authorization": "Bearer extra"})
+        gateway.reset()
+        assert (gateway.requests, gateway.pending_faults, gateway.rpm_limit) == ([], [], 5)
+        resp = session.get(f"{gateway.api_url}/models", headers={"Authorization": "Bearer extra"})
+        assert resp.status_code == 401
+
+
 def test_run_blocks_until_stop() -> None:
     gateway = FakeGateway()
     listening = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -33,6 +34,9 @@ HTML_PAGE = (
     "<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n"
     "<center><h1>{0}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
+CLOSING = web.AppKey("gatewayclient.testing.closing", asyncio.Event)
+"""Set when the server stops, so that a stall ends at once instead of holding up the stop."""
+
 # Long enough for a loopback peer to read what was written before the reset arrives.
 _RESET_GRACE = 0.05
 
@@ -94,6 +98,12 @@ class FaultQueue:
                         del self._faults[index]
                     return replace(fault)
         return None
+
+
+async def pause(request: web.Request, seconds: float) -> None:
+    """Sleep ``seconds``, or less if the server is stopping."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(request.app[CLOSING].wait(), seconds)
 
 
 def abort_connection(request: web.BaseRequest) -> None:
@@ -161,7 +171,7 @@ async def send_partial_then_reset(request: web.Request, full: web.Response) -> w
 async def _misbehave(request: web.Request, resp: web.StreamResponse, fault: Fault) -> bool:
     """Apply ``fault`` at its point in a stream; True when the stream must end here."""
     if fault.kind == STALL:
-        await asyncio.sleep(fault.seconds)
+        await pause(request, fault.seconds)
         return False
     if fault.kind == STREAM_ERROR:
         await resp.write(sse_event({"error": fault.error}))

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ._faults import (
     BEFORE_HEADERS,
+    CLOSING,
     CUT,
     EMPTY,
     HTML,
@@ -126,6 +127,7 @@ class FakeGateway:
         runner, self._runner = self._runner, None
         self._port = None
         if runner is not None:
+            runner.app[CLOSING].set()
             await runner.cleanup()
 
     async def _serve(self, ready: Callable[[], None]) -> None:
@@ -203,6 +205,11 @@ class FakeGateway:
         await self.astop()
 
     # -- tokens, rate limit, recorded requests -------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything a test changed: faults, recorded requests, rate-limit windows, added
+        tokens, and ``rpm_limit`` back to the constructor's. For a gateway shared by tests."""
+        self._state.reset()
 
     def add_token(self, token: str, models: Optional[Iterable[str]] = None) -> None:
         """Accept ``token`` too; with ``models``, only for those model ids (others: 403)."""

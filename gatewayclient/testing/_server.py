@@ -17,12 +17,14 @@ from ._catalog import MODELS, MODELS_BY_ID, PROVIDERS, CatalogModel
 from ._chat import chat_completion, chat_events, embeddings, parse_chat, require_model
 from ._faults import (
     BEFORE_HEADERS,
+    CLOSING,
     RESET,
     STALL,
     STATUS_LIKE,
     Fault,
     abort_connection,
     fault_response,
+    pause,
     send_partial_then_reset,
     send_stream,
 )
@@ -127,7 +129,7 @@ async def _early_fault(request: web.Request, fault: Fault) -> Optional[web.Strea
         abort_connection(request)
         return web.Response()  # never reaches the wire: the connection is gone
     if fault.kind == STALL and fault.when == BEFORE_HEADERS:
-        await asyncio.sleep(fault.seconds)
+        await pause(request, fault.seconds)
     return None
 
 
@@ -230,6 +232,7 @@ def build_app(state: GatewayState) -> web.Application:
     """The aiohttp application serving ``state``'s gateway."""
     app = web.Application(middlewares=[_record])
     app[STATE] = state
+    app[CLOSING] = asyncio.Event()
     app.on_response_prepare.append(_add_headers)
     app.router.add_get("/health", _health)
     app.router.add_post(CHAT_PATH, _route(_chat))

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from ._faults import FaultQueue
 from ._wire import format_seconds
@@ -111,8 +111,18 @@ class GatewayState:
         self.limiter = limiter
         self.faults = FaultQueue()
         self._lock = threading.Lock()
+        self._initial = (token, rpm_limit)
         self._tokens: Dict[str, Optional[FrozenSet[str]]] = {token: None}
         self._requests: List[RecordedRequest] = []
+
+    def reset(self) -> None:
+        """Back to the state the gateway was built with."""
+        token, self.rpm_limit = self._initial
+        self.faults.clear()
+        self.limiter.reset()
+        with self._lock:
+            self._tokens = {token: None}
+            self._requests.clear()
 
     def add_token(self, token: str, models: Optional[Any] = None) -> None:
         allowed = None if models is None else frozenset(models)
@@ -135,7 +145,3 @@ class GatewayState:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
-
-
-def query_dict(query: Mapping[str, str]) -> Dict[str, str]:
-    return {key: query[key] for key in query}
