@@ -27,7 +27,11 @@ from gatewayclient.testing import (
     expected_tool_call,
     expected_usage,
 )
-from gatewayclient.testing.plugin import fake_gateway  # noqa: F401  (the plugin's fixture)
+from gatewayclient.testing.plugin import (  # noqa: F401  (the plugin's fixtures)
+    async_gateway_client,
+    fake_gateway,
+    gateway_client,
+)
 
 REFERENCE_MODELS = [
     "openai/gpt-4o",
@@ -828,3 +832,22 @@ def test_requests_are_recorded_from_many_threads(gw: FakeGateway) -> None:
         thread.join()
     said = sorted(r.json["messages"][0]["content"] for r in gw.requests)
     assert said == sorted(f"n{i}" for i in range(12))
+
+
+# -- pytest plugin ---------------------------------------------------------------------------
+
+
+def test_plugin_clients_talk_to_the_fake_gateway(
+    fake_gateway: FakeGateway,  # noqa: F811
+    gateway_client: Any,  # noqa: F811
+    async_gateway_client: Any,  # noqa: F811
+) -> None:
+    reply = gateway_client.chat_completion("openai/gpt-4o", HELLO)
+    assert reply["choices"][0]["message"]["content"] == expected_reply("openai/gpt-4o", HELLO)
+
+    async def main() -> List[str]:
+        async with async_gateway_client as client:
+            return list(await client.list_known_providers())
+
+    assert asyncio.run(main()) == list(PROVIDERS)
+    assert [r.path for r in fake_gateway.requests] == ["/v1/chat/completions", "/v1/providers"]
