@@ -722,6 +722,16 @@ def test_stall_before_headers_fires_a_read_timeout(gw: FakeGateway, http: reques
     assert http.get(f"{gw.api_url}/models", timeout=5).status_code == 200
 
 
+def test_stall_before_headers_of_a_stream_stalls_once(
+    gw: FakeGateway, http: requests.Session
+) -> None:
+    gw.stall(0.4)
+    started = time.monotonic()
+    chunks = chunks_of(chat(http, gw, stream=True).content)
+    assert 0.4 <= time.monotonic() - started < 0.75
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
 def test_stall_mid_stream_after_the_first_chunks(gw: FakeGateway, http: requests.Session) -> None:
     gw.stall(0.6, when="mid_stream", after=2)
     resp = http.post(f"{gw.api_url}/chat/completions", json=STREAM, stream=True, timeout=(5, 0.2))

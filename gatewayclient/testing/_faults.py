@@ -61,6 +61,13 @@ class Fault:
         """Faults that only make sense inside an SSE stream skip every other request."""
         return self.kind in (CUT, STREAM_ERROR) or (self.kind == STALL and self.when == MID_STREAM)
 
+    @property
+    def acts_early(self) -> bool:
+        """Faults served in place of the answer, or before it starts."""
+        return self.kind in STATUS_LIKE or (
+            self.kind in (RESET, STALL) and self.when == BEFORE_HEADERS
+        )
+
     def matches(self, path: str, is_stream: bool) -> bool:
         if self.path is not None and self.path != path:
             return False

@@ -163,10 +163,11 @@ def _route(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResp
             request.path == CHAT_PATH and isinstance(body, dict) and body.get("stream") is True
         )
         fault = state.faults.take(request.path, is_stream)
-        if fault is not None:
+        if fault is not None and fault.acts_early:
             early = await _early_fault(request, fault)
             if early is not None:
                 return early
+            fault = None
         try:
             token = _authenticate(request, state)
             _count_request(request, state, token)
