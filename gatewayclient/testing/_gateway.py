@@ -46,8 +46,17 @@ class FakeGateway:
     ``async with FakeGateway() as gw:`` serves from the running loop; ``gw.run()`` serves in the
     calling thread until ``stop()`` or Ctrl-C. ``port=0`` picks a free port.
 
-    ``rpm_limit`` caps requests per token in a 60 s window (``window``) measured by ``clock``;
-    ``retry_after`` replaces the computed wait in 429 answers (fractions allowed).
+    Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/embeddings``,
+    ``GET /v1/models``, ``GET /v1/models/{provider/model}``, ``GET /v1/providers``,
+    ``GET /v1/providers/{provider}/models``, and ``GET /health`` (no token, never faulted).
+    Every response carries ``x-request-id``. Each ``/v1`` request is recorded, then meets the
+    next matching scripted fault, then the bearer-token check, then the rate limit. What the
+    answers hold is computed by the functions of ``gatewayclient.testing`` (``expected_reply``,
+    ``expected_usage``, ``expected_embedding``, ...).
+
+    ``rpm_limit`` caps requests per token in a fixed 60 s window (``window``) that opens with
+    the token's first request, measured by ``clock``; ``retry_after`` replaces the computed
+    wait in 429 answers (fractions allowed).
     """
 
     def __init__(
