@@ -25,6 +25,7 @@ from .errors import (
     GatewayValidationError,
     error_from_event,
     error_from_response,
+    redact_error,
 )
 from .models import ChatCompletion, EmbeddingResponse, GatewayObject, ModelList, ProviderModels
 
@@ -89,7 +90,10 @@ class Call:
 
     def handle(self, status: int, headers: Mapping[str, str], body: bytes) -> Any:
         if 200 <= status < 300:
-            return self.parse(decode_json(body))
+            try:
+                return self.parse(decode_json(body))
+            except GatewayClientError as error:
+                raise redact_error(error, self.secret) from error.__cause__  # may echo the token
         if self.fallback is not None and status in _FALLBACK_STATUSES:
             return self.fallback()
         raise error_from_response(status, headers, body, secret=self.secret)
@@ -127,7 +131,7 @@ class StreamCall:
             return error_from_response(status, headers, body, secret=self.secret)
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict) and "error" in data:
             return error_from_event(data, headers, secret=self.secret)
@@ -143,7 +147,7 @@ def decode_json(body: bytes) -> Any:
         raise GatewayResponseError("the gateway answered with an empty body where JSON was due")
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         preview = body[:200].decode("utf-8", "replace")
         raise GatewayResponseError(
             f"the gateway's answer is not valid JSON: {preview!r}", body=preview

@@ -12,10 +12,12 @@ from typing import Any, Deque, Dict, List, Optional, Union
 
 from ._usage import UsageTracker
 from .errors import (
+    GatewayClientError,
     GatewayConnectionError,
     GatewayStreamError,
     GatewayTimeoutError,
     error_from_event,
+    redact_error,
 )
 from .models import ChatCompletion, ChatCompletionChunk, CompletionUsage
 from .sse import ServerSentEvent, SSEDecoder
@@ -38,9 +40,12 @@ END = _Signal("END")
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
 
 
-def _by_index(item: Any) -> Any:
-    index = item[0]
-    return (0, index, "") if type(index) is int else (1, 0, str(index))
+def _index(value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if type(value) is not int:
+        raise GatewayStreamError(f"a chunk's index is not an integer: {value!r}")
+    return value
 
 
 class _ChoiceParts:
@@ -75,7 +80,7 @@ class _ChoiceParts:
     def _add_tool_call(self, position: int, call: Any) -> None:
         if type(call) is not dict:
             raise GatewayStreamError("a chunk's tool call is not an object")
-        index = call.get("index", position)
+        index = _index(call.get("index"), position)
         parts = self.tools.setdefault(
             index, {"id": None, "type": "function", "name": [], "arguments": []}
         )
@@ -103,7 +108,7 @@ class _ChoiceParts:
                         "arguments": "".join(parts["arguments"]),
                     },
                 }
-                for _, parts in sorted(self.tools.items(), key=_by_index)
+                for _, parts in sorted(self.tools.items())
             ]
         return message
 
@@ -123,9 +128,10 @@ class StreamState:
     def restart(self) -> None:
         self._decoder = SSEDecoder()
         self._pending: Deque[ChatCompletionChunk] = deque()
-        self._choices: Dict[Any, _ChoiceParts] = {}
+        self._choices: Dict[int, _ChoiceParts] = {}
         self._head: Dict[str, Any] = {}
         self._usage: Optional[Dict[str, Any]] = None
+        self._error: Optional[GatewayClientError] = None
         self.done = False
         self.started = False
 
@@ -139,26 +145,58 @@ class StreamState:
         return None if self._usage is None else CompletionUsage._from_json(self._usage)
 
     def take(self) -> Union[ChatCompletionChunk, _Signal]:
+        """The next chunk for the caller, ``NEED_DATA`` or ``END``; raises the stream's error
+        once every chunk received before it has been taken."""
         if self._pending:
             self.started = True
             return self._pending.popleft()
+        if self._error is not None:
+            raise self._error
         return END if self.done else NEED_DATA
 
     def feed(self, data: bytes) -> None:
-        """Consume one read of the body; ``b""`` means the body ended."""
-        events = self._decoder.feed(data) if data else self._decoder.flush()
-        for event in events:
-            if self.done:
-                break
-            self._event(event)
-        if not data and not self.done:
-            if not self.started and not self._pending:
-                raise GatewayConnectionError("the stream closed before its first event")
-            raise GatewayStreamError("the stream ended before [DONE]: the answer is incomplete")
+        """Consume one read of the body; ``b""`` means the body ended.
+
+        An error (an error event, bad data, an early end) is raised at once when no chunk is
+        waiting, else kept for ``take``: what the gateway sent before it is never lost, and an
+        error counts as "before the first chunk" (retryable) only when no chunk preceded it.
+        """
+        try:
+            if data:
+                events = self._decoder.feed(data)
+            else:
+                events = self._decoder.flush()
+                if events and not self.started and not self._pending:
+                    events = self._first_events_at_eof(events)
+            for event in events:
+                if self.done:
+                    break
+                self._event(event)
+            if not data and not self.done:
+                if not self.started and not self._pending:
+                    raise GatewayConnectionError("the stream closed before its first event")
+                raise GatewayStreamError("the stream ended before [DONE]: the answer is incomplete")
+        except GatewayClientError as error:
+            redact_error(error, self._secret)  # wire text may echo the token
+            if not self._pending:
+                raise
+            self._error = error
+
+    def _first_events_at_eof(self, events: List[ServerSentEvent]) -> List[ServerSentEvent]:
+        # Events completed only by the end of the body, before any chunk: a body cut inside its
+        # first event is a dropped connection (retryable), not a malformed stream.
+        last = events[-1]
+        try:
+            json.loads(last.data) if last.data != "[DONE]" else None
+        except (ValueError, RecursionError):
+            return events[:-1]
+        return events
 
     def read_failed(self, error: GatewayConnectionError) -> Exception:
-        """The error to raise for a failed read: once chunks have arrived, a cut stream."""
-        if (not self.started and not self._pending) or isinstance(error, GatewayTimeoutError):
+        """The error to raise for a failed read: once a chunk was taken, a cut stream.
+
+        Reads happen only when no chunk is waiting, so a failed read loses nothing received."""
+        if not self.started or isinstance(error, GatewayTimeoutError):
             return error
         return GatewayStreamError(f"the stream was cut: {error.message}")
 
@@ -172,7 +210,7 @@ class StreamState:
             return
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise GatewayStreamError(f"an event is not valid JSON: {data[:200]!r}") from None
         if type(obj) is not dict:
             raise GatewayStreamError(f"an event is not a JSON object: {data[:200]!r}")
@@ -199,7 +237,7 @@ class StreamState:
     def _add_choice(self, choice: Any) -> None:
         if type(choice) is not dict:
             raise GatewayStreamError("a chunk's choice is not an object")
-        index = choice.get("index", 0)
+        index = _index(choice.get("index"), 0)
         parts = self._choices.get(index)
         if parts is None:
             parts = self._choices[index] = _ChoiceParts()
@@ -217,7 +255,7 @@ class StreamState:
         raw: Dict[str, Any] = {"object": "chat.completion", **self._head}
         raw["choices"] = [
             {"index": index, "message": parts.message(), "finish_reason": parts.finish_reason}
-            for index, parts in sorted(self._choices.items(), key=_by_index)
+            for index, parts in sorted(self._choices.items())
         ]
         if self._usage is not None:
             raw["usage"] = self._usage

@@ -142,24 +142,18 @@ class AsyncStream:
         if not self._opened:
             await retry.arun(self._policy, self._connect, f"stream {self._call.request!r}")
             self._opened = True
-        item = self._state.take()
-        if item is NEED_DATA:
-            item = await self._pump()
+        try:
+            item = self._state.take()
+            while item is NEED_DATA:
+                self._state.feed(await self._read())
+                item = self._state.take()
+        except BaseException:
+            self._release()
+            raise
         if item is END:
             await self.aclose()
             raise StopAsyncIteration
         return item  # type: ignore[return-value]
-
-    async def _pump(self) -> Any:
-        try:
-            item: Any = NEED_DATA
-            while item is NEED_DATA:
-                self._state.feed(await self._read())
-                item = self._state.take()
-            return item
-        except BaseException:
-            self._release()
-            raise
 
     async def _connect(self) -> None:
         """One attempt: send, check the head, read up to the first chunk (all retryable)."""

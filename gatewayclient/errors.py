@@ -50,6 +50,7 @@ __all__ = [
     "error_from_response",
     "parse_duration",
     "parse_retry_after",
+    "redact_error",
 ]
 
 
@@ -421,6 +422,15 @@ def _redact(value: Any, secret: Optional[str]) -> Any:
     if isinstance(value, dict):
         return {_redact(key, secret): _redact(item, secret) for key, item in value.items()}
     return value
+
+
+def redact_error(error: GatewayClientError, secret: Optional[str]) -> GatewayClientError:
+    """Remove ``secret`` from an error's message, arguments and body, in place; returns it."""
+    if secret:
+        error.message = _redact(error.message, secret)
+        error.args = tuple(_redact(arg, secret) for arg in error.args)
+        error.body = _redact_body(error.body, secret)
+    return error
 
 
 def _parse_json(text: str) -> Any:

@@ -18,7 +18,19 @@ import dataclasses
 import json
 import sys
 import typing
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from .errors import GatewayResponseError
 
@@ -54,8 +66,14 @@ def _copy_json(value: Any) -> Any:
     return value
 
 
-class GatewayObject(Mapping[str, Any]):
-    """Base of every model: typed attributes plus a read-only mapping over the received JSON."""
+class GatewayObject:
+    """Base of every model: typed attributes plus a read-only mapping over the received JSON.
+
+    It offers the mapping protocol (``[]``, ``get``, ``in``, ``keys``, ``items``, ``values``,
+    ``len``, iteration, ``dict(obj)``) without being a ``collections.abc.Collection``:
+    dataclasses-json decodes anything that is one as a plain collection, not as a dataclass.
+    So there is no ``__contains__``: ``in`` falls back to ``__iter__``, with the same answer.
+    """
 
     _raw: Optional[Dict[str, Any]] = None
     _decoders: ClassVar[Dict[str, Optional[_Decoder]]]
@@ -100,6 +118,15 @@ class GatewayObject(Mapping[str, Any]):
             return getattr(self, key)
         return raw[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._raw
+        if raw is not None and key not in raw:
+            return default
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
     def __iter__(self) -> Iterator[str]:
         if self._raw is not None:
             return iter(self._raw)
@@ -107,6 +134,15 @@ class GatewayObject(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def keys(self) -> List[str]:
+        return list(self)
+
+    def values(self) -> List[Any]:
+        return [self[key] for key in self]
+
+    def items(self) -> List[Tuple[str, Any]]:
+        return [(key, self[key]) for key in self]
 
     def to_dict(self, encode_json: bool = False) -> Dict[str, Any]:
         """The JSON object as received (a copy): unknown fields kept, no ``None`` added."""
@@ -124,7 +160,7 @@ class GatewayObject(Mapping[str, Any]):
         mixin = _dataclasses_json_mixin()
         obj: T = mixin.from_dict.__func__(cls, kvs, infer_missing=infer_missing)
         if isinstance(kvs, dict):
-            obj._raw = _copy_json(kvs)
+            _attach_json(obj, _copy_json(kvs))
         return obj
 
     @classmethod
@@ -136,6 +172,22 @@ class GatewayObject(Mapping[str, Any]):
         """The marshmallow schema that dataclasses-json derives from this model."""
         mixin = _dataclasses_json_mixin()
         return mixin.schema.__func__(cls, **kwargs)
+
+
+def _attach_json(obj: Any, data: Any) -> None:
+    """Give an object built by dataclasses-json, and each model inside it, its JSON."""
+    if not isinstance(obj, GatewayObject) or type(data) is not dict:
+        return
+    obj._raw = data
+    for name, decode in obj._decoders.items():
+        value, received = obj.__dict__.get(name), data.get(name)
+        if decode is None or value is None:
+            continue
+        if isinstance(value, list) and type(received) is list:
+            for item, item_data in zip(value, received):
+                _attach_json(item, item_data)
+        else:
+            _attach_json(value, received)
 
 
 def _to_json_value(value: Any) -> Any:

@@ -41,8 +41,12 @@ def _translate(request: Request) -> Iterator[None]:
         yield
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise GatewayTimeoutError(f"{where} timed out: {exc}") from exc
+    except requests.ConnectionError as exc:
+        # iter_content re-raises urllib3's ReadTimeoutError as a ConnectionError.
+        if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
+            raise GatewayTimeoutError(f"{where} timed out: {exc}") from exc
+        raise GatewayConnectionError(f"{where} failed: {exc}") from exc
     except (
-        requests.ConnectionError,
         requests.exceptions.ChunkedEncodingError,
         urllib3.exceptions.ProtocolError,
         urllib3.exceptions.SSLError,
@@ -137,24 +141,18 @@ class SyncStream:
         if not self._opened:
             retry.run(self._policy, self._connect, f"stream {self._call.request!r}")
             self._opened = True
-        item = self._state.take()
-        if item is NEED_DATA:
-            item = self._pump()
+        try:
+            item = self._state.take()
+            while item is NEED_DATA:
+                self._state.feed(self._read())
+                item = self._state.take()
+        except BaseException:
+            self.close()
+            raise
         if item is END:
             self.close()
             raise StopIteration
         return item  # type: ignore[return-value]
-
-    def _pump(self) -> Any:
-        try:
-            item: Any = NEED_DATA
-            while item is NEED_DATA:
-                self._state.feed(self._read())
-                item = self._state.take()
-            return item
-        except BaseException:
-            self.close()
-            raise
 
     def _connect(self) -> None:
         """One attempt: send, check the head, read up to the first chunk (all retryable)."""
