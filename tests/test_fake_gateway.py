@@ -146,25 +146,29 @@ def test_addresses_and_token(gw: FakeGateway) -> None:
 
 
 def test_starting_twice_or_on_a_taken_port_fails(gw: FakeGateway) -> None:
+    before = len(gateway_threads())
     with pytest.raises(RuntimeError):
         gw.start()
     with pytest.raises(OSError):
         FakeGateway(port=gw.port).start()
-    assert len(gateway_threads()) == 1
+    assert len(gateway_threads()) == before
 
 
 def test_a_stopped_gateway_starts_again() -> None:
+    before = len(gateway_threads())
     gateway = FakeGateway(token="t")
     for _ in range(2):
         with gateway:
             assert requests.get(f"{gateway.url}/health", timeout=5).status_code == 200
-    assert not gateway_threads()
+    assert len(gateway_threads()) == before
 
 
 def test_async_with_serves_from_the_running_loop() -> None:
+    before = len(gateway_threads())
+
     async def main() -> Dict[str, Any]:
         async with FakeGateway(token="async-token") as gateway:
-            assert not gateway_threads()
+            assert len(gateway_threads()) == before
             headers = {"Authorization": "Bearer async-token"}
             async with aiohttp.ClientSession() as session:
                 url = f"{gateway.api_url}/chat/completions"
@@ -178,6 +182,7 @@ def test_async_with_serves_from_the_running_loop() -> None:
 
 
 def test_stop_does_not_wait_for_a_stalled_request() -> None:
+    before = len(gateway_threads())
     gateway = FakeGateway().start()
     gateway.stall(30)
     outcome: List[Any] = []
@@ -196,7 +201,7 @@ def test_stop_does_not_wait_for_a_stalled_request() -> None:
     gateway.stop()
     caller.join(5)
     assert time.monotonic() - started < 1.0
-    assert outcome and not gateway_threads()
+    assert outcome and len(gateway_threads()) == before
 
 
 def test_reset_forgets_what_a_test_changed() -> None:
