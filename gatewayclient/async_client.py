@@ -87,6 +87,11 @@ class _Transport:
             session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar()
             )
+            # aiohttp silently re-sends an idempotent request once when a reused connection
+            # drops; retries belong to our policy alone (max_retries=0 sends one request), and
+            # aiohttp offers no public switch for this.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
             keeper = _session_keeper(session)
             await keeper.__anext__()  # runs to its yield at once: no other task interleaves
             pool = _Pool(session, keeper)

@@ -1,0 +1,125 @@
+"""The async client across event loops, with no warning of any kind (each case in a fresh
+interpreter with -W error and -X dev, its stderr checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gatewayclient.testing import FakeGateway
+
+PRELUDE = """
+import asyncio, gc, sys, threading
+from gatewayclient import AsyncGatewayClient
+URL, TOKEN = sys.argv[1], sys.argv[2]
+HELLO = [{"role": "user", "content": "Hello!"}]
+"""
+
+CASES = {
+    "created outside a loop, used by asyncio.run twice, never closed": """
+        client = AsyncGatewayClient(URL, TOKEN)
+        async def use():
+            await client.chat_completion("openai/gpt-4o", HELLO)
+            async for _ in client.stream_chat_completion("openai/gpt-4o", HELLO):
+                pass
+        asyncio.run(use())
+        asyncio.run(use())
+        del client
+        gc.collect()
+    """,
+    "closed with aclose then reused in a new loop": """
+        client = AsyncGatewayClient(URL, TOKEN)
+        async def use():
+            await client.list_models()
+        asyncio.run(use())
+        asyncio.run(client.aclose())
+        asyncio.run(use())
+        asyncio.run(client.close())
+    """,
+    "async with in several asyncio.run calls": """
+        async def use():
+            async with AsyncGatewayClient(URL, TOKEN) as client:
+                await client.list_models()
+        for _ in range(3):
+            asyncio.run(use())
+    """,
+    "one client, several threads each with its own loop": """
+        client = AsyncGatewayClient(URL, TOKEN)
+        errors = []
+        def worker():
+            async def use():
+                for _ in range(5):
+                    await client.chat_completion("openai/gpt-4o", HELLO)
+            try:
+                asyncio.run(use())
+            except BaseException as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert not errors, errors
+        assert client.usage.total.requests == 20
+    """,
+    "a stream abandoned mid-way, then the loop ends": """
+        client = AsyncGatewayClient(URL, TOKEN)
+        async def use():
+            stream = client.stream_chat_completion("openai/gpt-4o", HELLO)
+            async for _ in stream:
+                break
+        asyncio.run(use())
+        gc.collect()
+    """,
+    "a task cancelled mid-stream": """
+        client = AsyncGatewayClient(URL, TOKEN)
+        async def consume():
+            async for _ in client.stream_chat_completion("openai/gpt-4o", HELLO):
+                await asyncio.sleep(10)
+        async def use():
+            task = asyncio.ensure_future(consume())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            else:
+                raise AssertionError("CancelledError did not propagate")
+            await client.list_models()
+        asyncio.run(use())
+    """,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_async_client_lifecycle_emits_no_warning(gateway_server: FakeGateway, case: str) -> None:
+    code = PRELUDE + textwrap.dedent(CASES[case]) + "\nprint('ok')\n"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-W",
+            "error",
+            "-c",
+            code,
+            gateway_server.url,
+            gateway_server.token,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    for needle in (
+        "Unclosed",
+        "unclosed",
+        "Event loop is closed",
+        "Warning",
+        "Traceback",
+        "Exception ignored",
+    ):
+        assert needle not in result.stderr, result.stderr
