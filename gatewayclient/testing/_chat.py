@@ -98,6 +98,31 @@ class ChatRequest:
     tools: Optional[List[Dict[str, Any]]]
     tool_choice: Any
 
+    def reply(self) -> str:
+        return expected_reply(self.model, self.messages, self.max_tokens)
+
+    def tool_call(self) -> Optional[Dict[str, Any]]:
+        return expected_tool_call(self.tools, self.tool_choice)
+
+    def finish_reason(self) -> str:
+        return expected_finish_reason(
+            self.model,
+            self.messages,
+            self.max_tokens,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+        )
+
+    def usage(self) -> Dict[str, int]:
+        return expected_usage(
+            self.model,
+            self.messages,
+            self.max_tokens,
+            n=self.n,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+        )
+
 
 def parse_chat(body: Dict[str, Any]) -> ChatRequest:
     """Validate a chat completion body (already known to name a model) as the real API does."""
@@ -127,23 +152,13 @@ def parse_chat(body: Dict[str, Any]) -> ChatRequest:
 
 def chat_completion(req: ChatRequest, completion_id: str, created: int) -> Dict[str, Any]:
     """The ``chat.completion`` object answering ``req``."""
-    call = expected_tool_call(req.tools, req.tool_choice)
+    call = req.tool_call()
     message: Dict[str, Any] = {"role": "assistant"}
     if call is not None:
         message.update(content=None, tool_calls=[call])
     else:
-        message["content"] = expected_reply(req.model, req.messages, req.max_tokens)
-    finish = expected_finish_reason(
-        req.model, req.messages, req.max_tokens, tools=req.tools, tool_choice=req.tool_choice
-    )
-    usage = expected_usage(
-        req.model,
-        req.messages,
-        req.max_tokens,
-        n=req.n,
-        tools=req.tools,
-        tool_choice=req.tool_choice,
-    )
+        message["content"] = req.reply()
+    finish = req.finish_reason()
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -152,7 +167,7 @@ def chat_completion(req: ChatRequest, completion_id: str, created: int) -> Dict[
         "choices": [
             {"index": i, "message": message, "finish_reason": finish} for i in range(req.n)
         ],
-        "usage": usage,
+        "usage": req.usage(),
     }
 
 
@@ -162,11 +177,10 @@ def _argument_pieces(arguments: str) -> List[str]:
 
 
 def _deltas(req: ChatRequest) -> List[Dict[str, Any]]:
-    call = expected_tool_call(req.tools, req.tool_choice)
+    call = req.tool_call()
     if call is None:
-        text = expected_reply(req.model, req.messages, req.max_tokens)
         first: List[Dict[str, Any]] = [{"role": "assistant", "content": ""}]
-        return first + [{"content": word} for word in reply_words(text)]
+        return first + [{"content": word} for word in reply_words(req.reply())]
     function = call["function"]
     head = {
         "index": 0,
@@ -195,9 +209,7 @@ def chat_events(req: ChatRequest, completion_id: str, created: int) -> List[byte
     }
     if req.include_usage:
         base["usage"] = None
-    finish = expected_finish_reason(
-        req.model, req.messages, req.max_tokens, tools=req.tools, tool_choice=req.tool_choice
-    )
+    finish = req.finish_reason()
     deltas = _deltas(req)
     events: List[bytes] = []
     for index in range(req.n):
@@ -207,15 +219,7 @@ def chat_events(req: ChatRequest, completion_id: str, created: int) -> List[byte
         choices.append({"index": index, "delta": {}, "finish_reason": finish})
         events.extend(sse_event({**base, "choices": [choice]}) for choice in choices)
     if req.include_usage:
-        usage = expected_usage(
-            req.model,
-            req.messages,
-            req.max_tokens,
-            n=req.n,
-            tools=req.tools,
-            tool_choice=req.tool_choice,
-        )
-        events.append(sse_event({**base, "choices": [], "usage": usage}))
+        events.append(sse_event({**base, "choices": [], "usage": req.usage()}))
     return events
 
 
