@@ -1,0 +1,383 @@
+"""The package's layering (STYLE.md "Layout"), read from the source with ast, and lazy imports."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import gatewayclient
+
+PACKAGE_DIR = Path(gatewayclient.__file__).parent
+PACKAGE = "gatewayclient"
+
+SANS_IO = ["errors", "config", "models", "sse", "_core", "_stream", "_usage", "_version"]
+IO_LIBRARIES = ["requests", "urllib3", "aiohttp", "tenacity", "asyncio", "socket", "ssl"]
+CLIENT_MODULES = {f"{PACKAGE}.sync_client", f"{PACKAGE}.async_client"}
+CLIENT_NAMES = {
+    "SyncGatewayClient": f"{PACKAGE}.sync_client",
+    "SyncStream": f"{PACKAGE}.sync_client",
+    "AsyncGatewayClient": f"{PACKAGE}.async_client",
+    "AsyncStream": f"{PACKAGE}.async_client",
+    "GatewayClient": f"{PACKAGE}.async_client",
+}
+# The command line layer: cli, __main__, and the demo that cli runs.
+COMMAND_LINE = {f"{PACKAGE}.cli", f"{PACKAGE}.__main__", f"{PACKAGE}._demo"}
+PUBLIC_MODULES = {
+    PACKAGE,
+    f"{PACKAGE}.errors",
+    f"{PACKAGE}.gateway_client",
+    f"{PACKAGE}.testing",
+    *COMMAND_LINE,
+}
+ORACLE_MUST_NOT_IMPORT = {
+    f"{PACKAGE}.{name}" for name in ("_core", "_stream", "sse", "models", "errors")
+}
+# Imports point down: a module imports only modules of a lower rank (errors: anyone may).
+RANKS = {
+    "errors": 0,
+    "_version": 0,
+    "config": 1,
+    "models": 1,
+    "sse": 1,
+    "_usage": 1,
+    "_stream": 2,
+    "retry": 2,
+    "_core": 3,
+    "sync_client": 4,
+    "async_client": 4,
+    "gateway_client": 5,
+    "": 5,  # the package itself (__init__)
+    "testing": 6,
+    "_demo": 7,
+    "cli": 8,
+    "__main__": 9,
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    target: str  # absolute dotted name
+    line: int
+    top_level: bool  # runs when the module is imported (not in a function, not TYPE_CHECKING)
+    via_package: bool = False  # a client name taken from the package (its lazy __getattr__)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {
+    module_name(path): path
+    for path in sorted(PACKAGE_DIR.rglob("*.py"))
+    if "__pycache__" not in path.parts
+}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    is_package = MODULES[module].name == "__init__.py"
+    base = module.split(".")
+    drop = node.level - 1 if is_package else node.level
+    base = base[: len(base) - drop] if drop else base
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(module: str) -> list[Import]:
+    tree = ast.parse(MODULES[module].read_text("utf-8"))
+    found: list[Import] = []
+
+    def visit(node: ast.AST, top_level: bool) -> None:
+        if isinstance(node, ast.Import):
+            found.extend(Import(alias.name, node.lineno, top_level) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(module, node)
+            if node.module is not None:
+                found.append(Import(base, node.lineno, top_level))
+            for alias in node.names:
+                # `from . import retry` imports a module; `from gatewayclient import
+                # SyncGatewayClient` loads a client module through the package's __getattr__.
+                if base == PACKAGE and alias.name in CLIENT_NAMES:
+                    found.append(Import(CLIENT_NAMES[alias.name], node.lineno, top_level, True))
+                elif f"{base}.{alias.name}" in MODULES:
+                    found.append(Import(f"{base}.{alias.name}", node.lineno, top_level))
+                elif node.module is None:
+                    found.append(Import(base, node.lineno, top_level))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            top_level = False
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.body:
+                visit(child, False)
+            for child in node.orelse:
+                visit(child, top_level)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child, top_level)
+
+    visit(tree, True)
+    return found
+
+
+def library(target: str) -> str:
+    return target.split(".")[0]
+
+
+def internal(target: str) -> bool:
+    return target == PACKAGE or target.startswith(PACKAGE + ".")
+
+
+def rank_key(module: str) -> str:
+    inner = module[len(PACKAGE) + 1 :] if module != PACKAGE else ""
+    return inner.split(".")[0]
+
+
+def where(module: str, found: Import) -> str:
+    return f"{MODULES[module].relative_to(PACKAGE_DIR.parent)}:{found.line} imports {found.target}"
+
+
+# -- the module table --------------------------------------------------------------------------
+
+
+def test_the_package_has_the_expected_modules() -> None:
+    for name in [*SANS_IO, "retry", "sync_client", "async_client", "gateway_client"]:
+        assert f"{PACKAGE}.{name}" in MODULES
+    assert f"{PACKAGE}.testing" in MODULES
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_has_a_layer(module: str) -> None:
+    assert rank_key(module) in RANKS, f"{module}: place it in a layer of STYLE.md (RANKS here)"
+
+
+def test_imports_inside_functions_and_type_checking_are_seen() -> None:
+    retry_imports = {found.target: found.top_level for found in imports_of(f"{PACKAGE}.retry")}
+    assert retry_imports.get("tenacity") is False  # imported lazily, inside run()
+    init_imports = imports_of(PACKAGE)
+    assert any(found.target in CLIENT_MODULES for found in init_imports)
+
+
+# -- third-party and I/O libraries -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SANS_IO)
+def test_sans_io_modules_import_no_io_library(name: str) -> None:
+    module = f"{PACKAGE}.{name}"
+    bad = [where(module, f) for f in imports_of(module) if library(f.target) in IO_LIBRARIES]
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    ("libraries", "allowed"),
+    [
+        (["tenacity"], lambda module: module == f"{PACKAGE}.retry"),
+        (["requests", "urllib3"], lambda module: module == f"{PACKAGE}.sync_client"),
+        (
+            ["aiohttp"],
+            lambda module: (
+                module == f"{PACKAGE}.async_client" or module.startswith(f"{PACKAGE}.testing")
+            ),
+        ),
+    ],
+    ids=[
+        "tenacity-only-in-retry",
+        "requests-only-in-sync-client",
+        "aiohttp-only-async-and-testing",
+    ],
+)
+def test_each_library_has_its_one_home(libraries: list[str], allowed: object) -> None:
+    bad = [
+        where(module, found)
+        for module in MODULES
+        for found in imports_of(module)
+        if library(found.target) in libraries and not allowed(module)  # type: ignore[operator]
+    ]
+    assert bad == []
+
+
+# -- internal imports ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith(f"{PACKAGE}.testing")))
+def test_testing_is_an_independent_oracle(module: str) -> None:
+    bad = [
+        where(module, found)
+        for found in imports_of(module)
+        if any(
+            found.target == banned or found.target.startswith(banned + ".")
+            for banned in ORACLE_MUST_NOT_IMPORT
+        )
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("module", sorted(COMMAND_LINE & set(MODULES)))
+def test_command_line_uses_only_the_public_package(module: str) -> None:
+    bad = [
+        where(module, found)
+        for found in imports_of(module)
+        if internal(found.target) and not found.via_package and found.target not in PUBLIC_MODULES
+    ]
+    tree = ast.parse(MODULES[module].read_text("utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _resolve(module, node) == PACKAGE:
+            bad += [
+                f"{module}:{node.lineno} imports private name {alias.name}"
+                for alias in node.names
+                if alias.name not in gatewayclient.__all__
+            ]
+    assert bad == []
+
+
+CLIENT_IMPORTERS = {
+    PACKAGE,
+    f"{PACKAGE}.gateway_client",
+    f"{PACKAGE}.testing.plugin",
+    *COMMAND_LINE,
+}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_only_the_top_layers_import_a_client(module: str) -> None:
+    clients = [f for f in imports_of(module) if f.target in CLIENT_MODULES and f.target != module]
+    if module in CLIENT_IMPORTERS:
+        if module == PACKAGE:  # lazily: never while `import gatewayclient` runs
+            assert [where(module, f) for f in clients if f.top_level] == []
+        return
+    assert [where(module, f) for f in clients] == []
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down(module: str) -> None:
+    own = rank_key(module)
+    bad = []
+    for found in imports_of(module):
+        if not internal(found.target) or found.target == f"{PACKAGE}.errors":
+            continue
+        target = rank_key(found.target)
+        if target == own and own == "testing":
+            continue  # the testing package's own modules
+        if found.target == module or (module == PACKAGE and target == ""):
+            continue
+        if target not in RANKS or own not in RANKS or RANKS[target] >= RANKS[own]:
+            bad.append(where(module, found))
+    assert bad == []
+
+
+# -- what importing costs ------------------------------------------------------------------------
+
+
+def _run(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(PACKAGE_DIR.parent),
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_import_gatewayclient_loads_no_http_library() -> None:
+    out = _run(
+        """
+        import sys
+        import gatewayclient
+        heavy = ["requests", "urllib3", "aiohttp", "tenacity", "dataclasses_json", "marshmallow"]
+        print(sorted(name for name in heavy if name in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_sync_client_leaves_aiohttp_tenacity_and_dataclasses_json_out() -> None:
+    out = _run(
+        """
+        import sys
+        import gatewayclient
+        gatewayclient.SyncGatewayClient
+        client = gatewayclient.SyncGatewayClient("http://127.0.0.1:9", "token")
+        stream = client.stream_chat_completion("openai/gpt-4o", [{"role": "user", "content": "x"}])
+        stream.close()
+        client.close()
+        heavy = ["aiohttp", "tenacity", "dataclasses_json", "marshmallow"]
+        print(sorted(name for name in heavy if name in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_async_client_leaves_requests_tenacity_and_dataclasses_json_out() -> None:
+    out = _run(
+        """
+        import sys
+        import gatewayclient
+        gatewayclient.AsyncGatewayClient
+        client = gatewayclient.AsyncGatewayClient("http://127.0.0.1:9", "token")
+        stream = client.stream_chat_completion("openai/gpt-4o", [{"role": "user", "content": "x"}])
+        heavy = ["requests", "tenacity", "dataclasses_json", "marshmallow"]
+        print(sorted(name for name in heavy if name in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_gateway_client_alias_loads_only_the_async_client() -> None:
+    out = _run(
+        """
+        import sys
+        from gatewayclient import GatewayClient
+        print(GatewayClient.__name__, "requests" in sys.modules)
+        """
+    )
+    assert out.split() == ["AsyncGatewayClient", "False"]
+
+
+# -- the public namespace -----------------------------------------------------------------------
+
+
+def test_dunder_all_is_sorted() -> None:
+    assert list(gatewayclient.__all__) == sorted(gatewayclient.__all__)
+    assert len(set(gatewayclient.__all__)) == len(gatewayclient.__all__)
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        name
+        for name, path in MODULES.items()
+        if "__all__" in path.read_text("utf-8") and not name.endswith("__main__")
+    ),
+)
+def test_every_name_in_dunder_all_resolves(module: str) -> None:
+    import importlib
+
+    imported = importlib.import_module(module)
+    names = list(imported.__all__)
+    assert names, module
+    for name in names:
+        assert getattr(imported, name) is not None, f"{module}.{name}"
+
+
+def test_dir_lists_the_public_names() -> None:
+    assert set(gatewayclient.__all__) <= set(dir(gatewayclient))
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError):
+        gatewayclient.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
