@@ -267,17 +267,23 @@ def _print_stream(stream: SyncStream, as_json: bool) -> None:
     """Each piece of the first choice's text as it arrives; or, with --json, the whole
     completion assembled from the stream at its end."""
     last = ""
-    with stream:
-        for chunk in stream:
-            for choice in chunk.choices or []:
-                text = choice.delta.content if choice.delta is not None else None
-                if text and not as_json and choice.index in (0, None):
-                    _write(text)
-                    last = text
-        if as_json:
-            _print_json(stream.completion().to_dict())
-        elif not last.endswith("\n"):
-            _write("\n")
+    try:
+        with stream:
+            for chunk in stream:
+                for choice in chunk.choices or []:
+                    text = choice.delta.content if choice.delta is not None else None
+                    if text and not as_json and choice.index in (0, None):
+                        last = text
+                        _write(text)
+    except BaseException:
+        if last and not last.endswith("\n"):  # end the partial line before the error line
+            with contextlib.suppress(OSError, ValueError):
+                _write("\n")
+        raise
+    if as_json:
+        _print_json(stream.completion().to_dict())
+    elif not last.endswith("\n"):
+        _write("\n")
 
 
 def _print_completion(completion: ChatCompletion, as_json: bool) -> None:

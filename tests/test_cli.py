@@ -341,6 +341,35 @@ def test_retries_are_silent_unless_verbose(
     assert loud.out.splitlines() == list(PROVIDERS)
 
 
+def test_a_stream_cut_midway_ends_the_line_then_one_error_line(
+    run: Callable[..., Result], conn: List[str], gw: FakeGateway
+) -> None:
+    gw.cut_stream(after=3)  # the role chunk, "Hello ", "from ", then the connection closes
+    result = run("chat", *conn, "Hello")
+    assert result.status == 1
+    assert result.out == "Hello from \n"
+    assert_one_error_line(Result(1, "", result.err), "stream")
+
+
+def test_ctrl_c_during_a_stream_exits_130_quietly(gw: FakeGateway) -> None:
+    gw.stall(20, when="mid_stream", after=2)
+    environ = {**os.environ, "PLATFORM_API_URL": gw.url, "AUTH_TOKEN": gw.token}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatewayclient", "chat", "Hello"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.read(len("Hello ")) == "Hello "  # the stream has started
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, out, err) == (130, "\n", "")
+
+
 def test_keyboard_interrupt_exits_130_quietly(
     run: Callable[..., Result], conn: List[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
