@@ -246,8 +246,9 @@ def _resolve_decoders() -> None:
     module = sys.modules[__name__].__dict__
     for model in _MODELS:
         hints = typing.get_type_hints(model, module)
-        for name in model._decoders:
-            model._decoders[name] = _decoder_for(hints[name])
+        for field in dataclasses.fields(model):  # type: ignore[arg-type]
+            field.type = hints[field.name]  # real types, not strings, for dataclasses-json
+            model._decoders[field.name] = _decoder_for(hints[field.name])
 
 
 @_model
