@@ -264,6 +264,12 @@ def test_an_empty_token_counts_as_none() -> None:
         ("default_headers", [("X-A", "1")]),
         ("default_headers", {"X-A": 1}),
         ("default_headers", {1: "x"}),
+        pytest.param("default_headers", {"X-A": "v\r\nX-B: 1"}, id="header-crlf-in-value"),
+        pytest.param("default_headers", {"X-A": "line\nbreak"}, id="header-lf-in-value"),
+        pytest.param("default_headers", {"X-A": "nul\x00"}, id="header-nul-in-value"),
+        pytest.param("default_headers", {"X A": "v"}, id="header-space-in-name"),
+        pytest.param("default_headers", {"X-A:": "v"}, id="header-colon-in-name"),
+        pytest.param("default_headers", {"": "v"}, id="header-empty-name"),
     ],
 )
 def test_invalid_settings_are_config_errors(option: str, value: Any) -> None:

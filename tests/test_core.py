@@ -375,10 +375,45 @@ def test_bad_per_call_timeouts_are_validation_errors(core: GatewayCore, value: A
         chat(core, timeout=value)
 
 
-@pytest.mark.parametrize("value", ["X-A: 1", ["X-A", "1"], {"X-A": 1}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("X-A: 1", id="str"),
+        pytest.param(["X-A", "1"], id="list"),
+        pytest.param({"X-A": 1}, id="int-value"),
+        pytest.param({"X-A": "v\r\nX-Injected: 1"}, id="crlf-in-value"),
+        pytest.param({"X-A": "line\nbreak"}, id="lf-in-value"),
+        pytest.param({"X-A": "nul\x00"}, id="nul-in-value"),
+        pytest.param({"X A": "v"}, id="space-in-name"),
+        pytest.param({"X-A:": "v"}, id="colon-in-name"),
+        pytest.param({"": "v"}, id="empty-name"),
+    ],
+)
 def test_bad_extra_headers_are_validation_errors(core: GatewayCore, value: Any) -> None:
     with pytest.raises(GatewayValidationError):
         chat(core, extra_headers=value)
+
+
+def test_one_header_per_name_whatever_its_case() -> None:
+    core = make_core(default_headers={"user-agent": "my-app/1.0", "x-team": "search"})
+    request = chat(
+        core,
+        extra_headers={
+            "idempotency-key": "my-own-key",
+            "content-type": "application/json; charset=utf-8",
+            "X-TEAM": "billing",
+        },
+    ).request
+    assert header(request, "User-Agent") == "my-app/1.0"
+    assert header(request, "Idempotency-Key") == "my-own-key"
+    assert header(request, "Content-Type") == "application/json; charset=utf-8"
+    assert header(request, "X-Team") == "billing"
+    assert header(request, "Authorization") == f"Bearer {TOKEN}"
+
+
+def test_a_per_call_authorization_replaces_the_token_header() -> None:
+    request = chat(make_core(), extra_headers={"authorization": "Bearer per-call"}).request
+    assert header(request, "Authorization") == "Bearer per-call"
 
 
 # -- streams ----------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_a_hint_on_any_retryable_error_is_the_wait() -> None:
     ],
 )
 def test_backoff_is_full_jitter_under_the_capped_exponential(
-    policy: RetryPolicy, attempts: range
+    policy: RetryPolicy, attempts: Any
 ) -> None:
     error = GatewayServerError("down", status_code=503)
     for attempt_number in attempts:
@@ -239,6 +239,14 @@ def test_backoff_is_full_jitter_under_the_capped_exponential(
         assert all(0 <= wait <= ceiling for wait in waits), attempt_number
         assert max(waits) > 0.6 * ceiling  # jittered over the whole range, not a constant
         assert min(waits) < 0.4 * ceiling
+
+
+@pytest.mark.parametrize("attempt_number", [20, 64, 1024, 1025, 1100, 5000])
+def test_late_attempts_wait_at_most_the_cap(attempt_number: int) -> None:
+    error = GatewayServerError("down", status_code=503)
+    policy = RetryPolicy(max_retries=10_000)
+    waits = [retry._wait_seconds(policy, fake_state(error, attempt_number)) for _ in range(50)]
+    assert all(0 <= wait <= policy.backoff_max for wait in waits)
 
 
 def test_default_backoff_is_half_a_second_doubling_to_eight() -> None:
