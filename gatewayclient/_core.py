@@ -67,8 +67,13 @@ class Request:
         self.body = body
         self.timeout = timeout
 
-    def __repr__(self) -> str:  # headers are left out: they carry the token
-        return f"Request({self.method} {self.url})"
+    @property
+    def label(self) -> str:
+        """``METHOD URL``, for logs and errors (the headers, which carry the token, never)."""
+        return f"{self.method} {self.url}"
+
+    def __repr__(self) -> str:
+        return f"Request({self.label})"
 
 
 class Call:
@@ -258,7 +263,11 @@ class GatewayCore:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self.usage = UsageTracker()
-        headers = {"Accept": "application/json", "User-Agent": f"gatewayclient/{__version__}"}
+        headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": f"gatewayclient/{__version__}",
+        }
         if config.auth_token:
             headers["Authorization"] = f"Bearer {config.auth_token}"
         headers.update(config.default_headers)
@@ -284,6 +293,7 @@ class GatewayCore:
             headers["Idempotency-Key"] = uuid.uuid4().hex
         if body is not None and body.get("stream"):
             headers["Accept"] = "text/event-stream"
+            headers["Accept-Encoding"] = "identity"  # a compressed stream arrives in bursts
             headers["Cache-Control"] = "no-cache"
         headers.update(extra)
         url = self.config.api_root + path

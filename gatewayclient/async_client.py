@@ -31,7 +31,7 @@ __all__ = ["AsyncGatewayClient", "AsyncStream"]
 @contextmanager
 def _translate(request: Request) -> Iterator[None]:
     """aiohttp exceptions become gatewayclient's (timeouts first); cancellation passes through."""
-    where = f"{request.method} {request.url}"
+    where = request.label
     try:
         yield
     except asyncio.TimeoutError as exc:
@@ -145,7 +145,7 @@ class AsyncStream:
         if self._closed:
             raise StopAsyncIteration
         if not self._opened:
-            await retry.arun(self._policy, self._connect, f"stream {self._call.request!r}")
+            await retry.arun(self._policy, self._connect, self._call.request.label)
             self._opened = True
         try:
             item = self._state.take()
@@ -272,7 +272,7 @@ class AsyncGatewayClient:
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a fallback Call
             result = await retry.arun(
-                self._core.retry, partial(self._attempt, result), repr(result.request)
+                self._core.retry, partial(self._attempt, result), result.request.label
             )
         return result
 

@@ -36,7 +36,7 @@ __all__ = ["SyncGatewayClient", "SyncStream"]
 @contextmanager
 def _translate(request: Request) -> Iterator[None]:
     """requests and urllib3 exceptions become gatewayclient's; timeouts are matched first."""
-    where = f"{request.method} {request.url}"
+    where = request.label
     try:
         yield
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
@@ -139,7 +139,7 @@ class SyncStream:
         if self._closed:
             raise StopIteration
         if not self._opened:
-            retry.run(self._policy, self._connect, f"stream {self._call.request!r}")
+            retry.run(self._policy, self._connect, self._call.request.label)
             self._opened = True
         try:
             item = self._state.take()
@@ -257,7 +257,7 @@ class SyncGatewayClient:
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a fallback Call
             result = retry.run(
-                self._core.retry, partial(self._attempt, result), repr(result.request)
+                self._core.retry, partial(self._attempt, result), result.request.label
             )
         return result
 

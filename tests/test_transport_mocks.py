@@ -111,6 +111,14 @@ def test_both_clients_send_the_same_body_and_headers() -> None:
         }
     )
     async_headers = {k.lower(): v for k, v in call["headers"].items()}
-    for name in ("authorization", "content-type", "accept", "x-a", "x-d", "user-agent"):
+    for name in (
+        "authorization",
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "x-a",
+        "x-d",
+        "user-agent",
+    ):
         assert sync_headers[name] == async_headers[name], name
     assert len(sync_headers["idempotency-key"]) == len(async_headers["idempotency-key"]) == 32
