@@ -448,3 +448,9 @@ def test_every_model_can_be_built_empty(cls: type[GatewayObject]) -> None:
         assert name not in obj
     assert pickle.loads(pickle.dumps(obj)) == obj
     assert cls._from_json({}) == obj
+
+
+def test_schema_knows_the_field_types() -> None:
+    errors = ChatCompletion.schema().validate({"created": "yesterday", "choices": "x"})
+    assert set(errors) == {"created", "choices"}
+    assert ChatCompletion.schema().validate(load("chat_completion.tool_calls")[1]) == {}

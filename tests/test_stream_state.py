@@ -354,6 +354,14 @@ def test_completion_assembles_text_role_finish_and_usage() -> None:
     json.dumps(completion.to_dict())
 
 
+def test_done_without_chunks_is_an_empty_answer() -> None:
+    state, tracker = new_state()
+    assert run(state, DONE) == []
+    assert state.take() is END
+    assert state.completion().choices == []
+    assert tracker.total == UsageTotals(0, 0, 0, 1)
+
+
 def test_completion_without_a_role_delta_is_an_assistant_message() -> None:
     state, _ = new_state()
     run(state, event(chunk("hi")), DONE)
