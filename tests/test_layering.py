@@ -49,14 +49,15 @@ RANKS = {
     "_stream": 2,
     "retry": 2,
     "_core": 3,
-    "sync_client": 4,
-    "async_client": 4,
-    "gateway_client": 5,
-    "": 5,  # the package itself (__init__)
-    "testing": 6,
-    "_demo": 7,
-    "cli": 8,
-    "__main__": 9,
+    "_base": 4,  # what the two clients share beyond the core
+    "sync_client": 5,
+    "async_client": 5,
+    "gateway_client": 6,
+    "": 6,  # the package itself (__init__)
+    "testing": 7,
+    "_demo": 8,
+    "cli": 9,
+    "__main__": 10,
 }
 
 
