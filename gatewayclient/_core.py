@@ -16,7 +16,7 @@ from urllib.parse import quote
 from ._stream import END, NEED_DATA, StreamState
 from ._usage import UsageTotals, UsageTracker
 from ._version import __version__
-from .config import ClientConfig, RetryPolicy, check_timeout
+from .config import ClientConfig, RetryPolicy, check_timeout, header_problem, merge_headers
 from .errors import (
     GatewayClientError,
     GatewayConfigError,
@@ -242,13 +242,17 @@ def check_provider(provider: Any) -> str:
     return provider
 
 
+def _take_options(params: Dict[str, Any]) -> Dict[str, Any]:
+    """The keywords that are not body fields: extra_headers and timeout."""
+    return {key: params.pop(key) for key in ("extra_headers", "timeout") if key in params}
+
+
 def _call_options(params: Dict[str, Any]) -> Tuple[Dict[str, str], Any]:
     """Pop the two keywords that are not body fields: extra_headers and timeout."""
     extra = params.pop("extra_headers", None) or {}
-    if not isinstance(extra, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
-    ):
-        raise GatewayValidationError("extra_headers must be a mapping of str to str")
+    problem = header_problem(extra)
+    if problem:
+        raise GatewayValidationError(f"extra_headers {problem}")
     timeout = params.pop("timeout", None)
     try:
         timeout = check_timeout(timeout)
@@ -270,7 +274,7 @@ class GatewayCore:
         }
         if config.auth_token:
             headers["Authorization"] = f"Bearer {config.auth_token}"
-        headers.update(config.default_headers)
+        headers = merge_headers(headers, config.default_headers)
         self._headers = headers
 
     @property
@@ -285,17 +289,21 @@ class GatewayCore:
         params: Optional[Dict[str, Any]] = None,
     ) -> Request:
         extra, timeout = _call_options(params if params is not None else {})
-        headers = dict(self._headers)
         data = None
+        per_call: List[Tuple[str, str]] = []
         if body is not None:
             data = encode_json(body)
-            headers["Content-Type"] = "application/json"
-            headers["Idempotency-Key"] = uuid.uuid4().hex
+            per_call += [
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", uuid.uuid4().hex),
+            ]
         if body is not None and body.get("stream"):
-            headers["Accept"] = "text/event-stream"
-            headers["Accept-Encoding"] = "identity"  # a compressed stream arrives in bursts
-            headers["Cache-Control"] = "no-cache"
-        headers.update(extra)
+            per_call += [
+                ("Accept", "text/event-stream"),
+                ("Accept-Encoding", "identity"),  # a compressed stream arrives in bursts
+                ("Cache-Control", "no-cache"),
+            ]
+        headers = merge_headers(self._headers, [*per_call, *extra.items()])
         url = self.config.api_root + path
         return Request(
             method,
@@ -317,9 +325,7 @@ class GatewayCore:
     ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         body: Dict[str, Any] = {"model": check_model(model), "messages": check_messages(messages)}
         check_sampling(temperature, max_tokens, top_p)
-        options: Dict[str, Any] = {
-            k: params.pop(k) for k in ("extra_headers", "timeout") if k in params
-        }
+        options = _take_options(params)
         if "stream" in params:
             raise GatewayValidationError(
                 "pass no 'stream' argument: use chat_completion() or stream_chat_completion()"
@@ -339,14 +345,7 @@ class GatewayCore:
     ) -> Call:
         body, options = self._chat_body(model, messages, temperature, max_tokens, top_p, params)
         request = self._request("POST", "/chat/completions", body, options)
-        usage, asked = self.usage, body["model"]
-
-        def parse(data: Any) -> ChatCompletion:
-            completion = ChatCompletion._from_json(data)
-            usage.record(asked, data.get("usage"))
-            return completion
-
-        return Call(request, parse, self.config.auth_token)
+        return Call(request, self._counted(ChatCompletion, body["model"]), self.config.auth_token)
 
     def stream(
         self,
@@ -368,20 +367,24 @@ class GatewayCore:
         )
 
     def embeddings(self, model: Any, input: Any, params: Dict[str, Any]) -> Call:
-        options: Dict[str, Any] = {
-            k: params.pop(k) for k in ("extra_headers", "timeout") if k in params
-        }
+        options = _take_options(params)
         body: Dict[str, Any] = {"model": check_model(model), "input": check_input(input)}
         body.update((key, value) for key, value in params.items() if value is not None)
         request = self._request("POST", "/embeddings", body, options)
-        usage, asked = self.usage, body["model"]
+        return Call(
+            request, self._counted(EmbeddingResponse, body["model"]), self.config.auth_token
+        )
 
-        def parse(data: Any) -> EmbeddingResponse:
-            response = EmbeddingResponse._from_json(data)
+    def _counted(self, model: Any, asked: str) -> Callable[[Any], Any]:
+        """A parser that builds ``model`` and records the answer's usage under ``asked``."""
+        usage = self.usage
+
+        def parse(data: Any) -> Any:
+            result = model._from_json(data)
             usage.record(asked, data.get("usage"))
-            return response
+            return result
 
-        return Call(request, parse, self.config.auth_token)
+        return parse
 
     def models(self) -> Call:
         return Call(self._request("GET", "/models"), parse_model_list, self.config.auth_token)

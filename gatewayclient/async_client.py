@@ -8,12 +8,13 @@ import threading
 import weakref
 from contextlib import contextmanager, suppress
 from functools import partial
-from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Union
 
 import aiohttp
 
 from . import retry
-from ._core import END, NEED_DATA, Call, GatewayCore, Request, StreamCall
+from ._base import ClientBase
+from ._core import END, NEED_DATA, Call, Request, StreamCall
 from .config import ClientConfig, RetryPolicy
 from .errors import GatewayClientError, GatewayConnectionError, GatewayTimeoutError
 from .models import (
@@ -225,39 +226,11 @@ class AsyncStream:
                 response.close()
 
 
-class AsyncGatewayClient:
+class AsyncGatewayClient(ClientBase):
     """Asyncio client for an OpenAI-compatible AI gateway; usable from any event loop."""
 
-    def __init__(
-        self,
-        base_url: Optional[str] = None,
-        auth_token: Optional[str] = None,
-        timeout: Optional[float] = 60.0,
-        *,
-        max_retries: int = 2,
-        max_retry_after: float = 60.0,
-        api_prefix: str = "/v1",
-        default_headers: Optional[Mapping[str, str]] = None,
-        verify: Union[bool, str] = True,
-        max_connections: int = 100,
-        retry_policy: Optional[RetryPolicy] = None,
-    ) -> None:
-        config = ClientConfig.create(
-            base_url, auth_token, timeout, max_retries=max_retries, max_retry_after=max_retry_after,
-            api_prefix=api_prefix, default_headers=default_headers, verify=verify,
-            max_connections=max_connections, retry_policy=retry_policy,
-        )  # fmt: skip
-        self._core = GatewayCore(config)
-        self._transport = _Transport(config)
-        self.usage = self._core.usage
-
-    @property
-    def base_url(self) -> str:
-        return self._core.config.base_url
-
-    def __repr__(self) -> str:
-        token = "'***'" if self._core.config.auth_token else "None"
-        return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
+    _transport_type = _Transport
+    _transport: _Transport
 
     async def _attempt(self, call: Call) -> Any:
         response = await self._transport.send(call.request)

@@ -10,12 +10,20 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import GatewayConfigError
 
-__all__ = ["ENV_AUTH_TOKEN", "ENV_BASE_URL", "ClientConfig", "RetryPolicy"]
+__all__ = [
+    "ENV_AUTH_TOKEN",
+    "ENV_BASE_URL",
+    "ClientConfig",
+    "RetryPolicy",
+    "check_timeout",
+    "header_problem",
+    "merge_headers",
+]
 
 ENV_BASE_URL = "PLATFORM_API_URL"
 ENV_AUTH_TOKEN = "AUTH_TOKEN"
@@ -161,14 +169,45 @@ class ClientConfig:
         return f"ClientConfig(base_url={self.base_url!r}, auth_token={token})"
 
 
+# RFC 9110 section 5.1: a field name is a token; a field value has no CR, LF or NUL.
+_TOKEN_CHARACTERS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def header_problem(headers: object) -> Optional[str]:
+    """What is wrong with a mapping of HTTP headers, or None when it can be sent as it is."""
+    if not isinstance(headers, Mapping):
+        return "must be a mapping of str to str"
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            return "must be a mapping of str to str"
+        if not name or not _TOKEN_CHARACTERS.issuperset(name):
+            return f"has an invalid header name {name!r}"
+        if "\r" in value or "\n" in value or "\0" in value:
+            return f"has a line break or NUL in the value of {name!r}"
+    return None
+
+
+def merge_headers(base: Dict[str, str], extra: Iterable[Tuple[str, str]]) -> Dict[str, str]:
+    """``base`` updated by ``extra``, one header per name whatever its case; ``extra`` wins."""
+    merged = dict(base)
+    names = {name.lower(): name for name in merged}
+    for name, value in extra:
+        previous = names.get(name.lower())
+        if previous is not None and previous != name:
+            del merged[previous]
+        merged[name] = value
+        names[name.lower()] = name
+    return merged
+
+
 def _headers(headers: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
     if headers is None:
         return ()
-    if not isinstance(headers, Mapping):
-        raise GatewayConfigError("default_headers must be a mapping of str to str")
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise GatewayConfigError("default_headers must be a mapping of str to str")
+    problem = header_problem(headers)
+    if problem:
+        raise GatewayConfigError(f"default_headers {problem}")
     return tuple(headers.items())
 
 

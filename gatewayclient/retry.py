@@ -38,7 +38,8 @@ def _wait_seconds(policy: RetryPolicy, state: RetryCallState) -> float:
     if hint is not None:
         return float(hint)  # the server's word wins over backoff
     # Exponential backoff with full jitter: uniform(0, min(cap, base * 2 ** (attempt - 1))).
-    ceiling = min(policy.backoff_max, policy.backoff_base * 2 ** (state.attempt_number - 1))
+    exponent = min(state.attempt_number - 1, 64)  # 2**64 * base is past any cap, and finite
+    ceiling = min(policy.backoff_max, policy.backoff_base * 2.0**exponent)
     return random.uniform(0, ceiling)
 
 

@@ -6,14 +6,15 @@ import os
 import threading
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import requests
 import requests.adapters
 import urllib3.exceptions
 
 from . import retry
-from ._core import END, NEED_DATA, Call, GatewayCore, Request, StreamCall
+from ._base import ClientBase
+from ._core import END, NEED_DATA, Call, Request, StreamCall
 from .config import ClientConfig, RetryPolicy
 from .errors import (
     GatewayClientError,
@@ -93,9 +94,10 @@ class _Transport:
 
     def send(self, request: Request, stream: bool) -> requests.Response:
         prepared = requests.PreparedRequest()
-        prepared.prepare(
-            method=request.method, url=request.url, headers=request.headers, data=request.body
-        )
+        with _translate(request):
+            prepared.prepare(
+                method=request.method, url=request.url, headers=request.headers, data=request.body
+            )
         timeout: Union[Tuple[float, float], None] = (
             None if request.timeout is None else (request.timeout, request.timeout)
         )
@@ -213,39 +215,11 @@ class SyncStream:
             response.close()
 
 
-class SyncGatewayClient:
+class SyncGatewayClient(ClientBase):
     """Blocking client for an OpenAI-compatible AI gateway; safe to share between threads."""
 
-    def __init__(
-        self,
-        base_url: Optional[str] = None,
-        auth_token: Optional[str] = None,
-        timeout: Optional[float] = 60.0,
-        *,
-        max_retries: int = 2,
-        max_retry_after: float = 60.0,
-        api_prefix: str = "/v1",
-        default_headers: Optional[Mapping[str, str]] = None,
-        verify: Union[bool, str] = True,
-        max_connections: int = 100,
-        retry_policy: Optional[RetryPolicy] = None,
-    ) -> None:
-        config = ClientConfig.create(
-            base_url, auth_token, timeout, max_retries=max_retries, max_retry_after=max_retry_after,
-            api_prefix=api_prefix, default_headers=default_headers, verify=verify,
-            max_connections=max_connections, retry_policy=retry_policy,
-        )  # fmt: skip
-        self._core = GatewayCore(config)
-        self._transport = _Transport(config)
-        self.usage = self._core.usage
-
-    @property
-    def base_url(self) -> str:
-        return self._core.config.base_url
-
-    def __repr__(self) -> str:
-        token = "'***'" if self._core.config.auth_token else "None"
-        return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
+    _transport_type = _Transport
+    _transport: _Transport
 
     def _attempt(self, call: Call) -> Any:
         response = self._transport.send(call.request, stream=False)

@@ -1,0 +1,50 @@
+"""What the two clients share beyond the core: construction from settings, identity, repr."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Optional, Union
+
+from ._core import GatewayCore
+from .config import ClientConfig, RetryPolicy
+
+__all__ = ["ClientBase"]
+
+
+class ClientBase:
+    """Settings are read and checked once, here; a subclass names its transport."""
+
+    _transport_type: ClassVar[Any]  # called with the ClientConfig
+
+    def __init__(
+        self,
+        base_url: Optional[str] = None,
+        auth_token: Optional[str] = None,
+        timeout: Optional[float] = 60.0,
+        *,
+        max_retries: int = 2,
+        max_retry_after: float = 60.0,
+        api_prefix: str = "/v1",
+        default_headers: Optional[Mapping[str, str]] = None,
+        verify: Union[bool, str] = True,
+        max_connections: int = 100,
+        retry_policy: Optional[RetryPolicy] = None,
+    ) -> None:
+        """``base_url`` and ``auth_token`` default to $PLATFORM_API_URL and $AUTH_TOKEN;
+        ``timeout`` bounds the connect and each wait for bytes (seconds, or None);
+        ``retry_policy`` replaces ``max_retries``/``max_retry_after`` with a whole policy."""
+        config = ClientConfig.create(
+            base_url, auth_token, timeout, max_retries=max_retries, max_retry_after=max_retry_after,
+            api_prefix=api_prefix, default_headers=default_headers, verify=verify,
+            max_connections=max_connections, retry_policy=retry_policy,
+        )  # fmt: skip
+        self._core = GatewayCore(config)
+        self._transport = type(self)._transport_type(config)
+        self.usage = self._core.usage
+
+    @property
+    def base_url(self) -> str:
+        return self._core.config.base_url
+
+    def __repr__(self) -> str:
+        token = "'***'" if self._core.config.auth_token else "None"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
