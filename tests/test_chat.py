@@ -208,3 +208,21 @@ def test_async_client_usage_is_exact_under_concurrent_tasks(gw: FakeGateway) -> 
     per_call = expected_usage("openai/gpt-4o", HELLO)["total_tokens"]
     assert client.usage.total.requests == 80
     assert client.usage.total.total_tokens == 80 * per_call
+
+
+def test_a_sync_client_made_before_fork_works_in_the_child_and_the_parent(gw: FakeGateway) -> None:
+    import os
+
+    with SyncGatewayClient(gw.url, gw.token) as client:
+        client.chat_completion("openai/gpt-4o", HELLO)  # a pooled connection exists
+        pid = os.fork()
+        if pid == 0:  # the child: its own connections, then exit without running pytest's code
+            try:
+                ok = client.chat_completion("openai/gpt-4o", HELLO).choices[0].message.content
+                os._exit(0 if ok == expected_reply("openai/gpt-4o", HELLO) else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert client.chat_completion("openai/gpt-4o", HELLO).choices  # the parent is undisturbed
+        assert client.usage.total.requests == 2
