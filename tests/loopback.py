@@ -4,6 +4,7 @@ handlers (split characters, paced chunks, redirects to another host)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from typing import Any, Awaitable, Callable, List, Optional, Tuple
@@ -81,8 +82,6 @@ def open_sockets() -> int:
     """How many sockets this process holds open (client and in-process server sides)."""
     count = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # closed while listing (the listing's own among them)
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:  # closed while listing (the listing's own descriptor among them)
-            pass
     return count
