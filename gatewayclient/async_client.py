@@ -127,6 +127,21 @@ class _Transport:
                 asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
 
 
+def _unread(response: Optional[aiohttp.ClientResponse]) -> bytes:
+    """Bytes aiohttp received before a connection failed but will not hand out: its readers
+    raise the stored error ahead of buffered data, and no public call reaches that buffer. The
+    sync client delivers such bytes, so the twins agree only if we take them."""
+    buffer = getattr(getattr(response, "content", None), "_buffer", None)
+    if not buffer:
+        return b""
+    try:
+        data = b"".join(buffer)
+    except TypeError:
+        return b""
+    buffer.clear()
+    return data
+
+
 class AsyncStream:
     """A chat stream: ``async for`` it; leaving early or cancelling releases the connection."""
 
@@ -136,6 +151,7 @@ class AsyncStream:
         self._policy = policy
         self._state = call.new_state()
         self._response: Optional[aiohttp.ClientResponse] = None
+        self._cut: Optional[GatewayConnectionError] = None
         self._opened = False
         self._closed = False
 
@@ -166,6 +182,7 @@ class AsyncStream:
         self._release()
         self._closed = False
         self._state.restart()
+        self._cut = None
         self._response = response = await self._transport.send(self._call.request)
         try:
             if not self._call.accepts(response.status, response.headers):
@@ -179,13 +196,20 @@ class AsyncStream:
             raise
 
     async def _read(self) -> bytes:
-        response = self._response
-        if response is None:
-            return b""
         try:
+            cut, self._cut = self._cut, None
+            if cut is not None:
+                raise cut
+            response = self._response
+            if response is None:
+                return b""
             with _translate(self._call.request):
                 return await response.content.readany()
         except GatewayConnectionError as exc:
+            unread = _unread(self._response)
+            if unread:  # hand over what arrived before the failure; raise it on the next read
+                self._cut = exc
+                return unread
             self._release()
             error = self._state.read_failed(exc)
             if error is exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import time
@@ -241,3 +242,37 @@ def test_characters_and_line_ends_split_across_network_reads(kind: str) -> None:
             assert text_of(twin.collect(twin.stream(MODEL, STORY))) == text
         finally:
             twin.close()
+
+
+def test_chunks_that_arrive_before_a_cut_reach_a_slow_consumer(kind: str) -> None:
+    events = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"one "}}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"content":"two "}}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"content":"three"}}]}\n\n',
+    ]
+
+    async def cut_while_the_client_is_busy(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(events[0])
+        await asyncio.sleep(0.05)
+        await response.write(events[1] + events[2])  # while the consumer is busy with "one"
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()  # the chunked body never ends: no [DONE], no last chunk
+        return response
+
+    with LoopbackServer([("POST", "/v1/chat/completions", cut_while_the_client_is_busy)]) as server:
+        twin = Twin(kind, server.url, "t", timeout=5, max_retries=0)
+        try:
+            stream = twin.stream(MODEL, STORY)
+            received = [twin.next(stream)]
+            # A slow consumer: the rest and the cut arrive meanwhile (the async one awaits, so
+            # its loop takes them in while it is busy).
+            twin.run(asyncio.sleep(0.3)) if twin.loop is not None else time.sleep(0.3)
+            with pytest.raises(GatewayStreamError):
+                twin.collect(stream, received)
+        finally:
+            twin.close()
+    assert text_of(received) == "one two three"
+    assert stream.completion().choices[0].message.content == "one two three"
