@@ -8,18 +8,26 @@ headers and body; for streams it feeds the received bytes to a ``StreamState``.
 from __future__ import annotations
 
 import json
-import math
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
+from ._checks import (
+    call_options,
+    check_input,
+    check_messages,
+    check_model,
+    check_provider,
+    check_sampling,
+    encode_json,
+    take_options,
+)
 from ._stream import END, NEED_DATA, StreamState
 from ._usage import UsageTotals, UsageTracker
 from ._version import __version__
-from .config import ClientConfig, RetryPolicy, check_timeout, header_problem, merge_headers
+from .config import ClientConfig, RetryPolicy, merge_headers
 from .errors import (
     GatewayClientError,
-    GatewayConfigError,
     GatewayResponseError,
     GatewayStreamError,
     GatewayValidationError,
@@ -27,7 +35,7 @@ from .errors import (
     error_from_response,
     redact_error,
 )
-from .models import ChatCompletion, EmbeddingResponse, GatewayObject, ModelList, ProviderModels
+from .models import ChatCompletion, EmbeddingResponse, ModelList, ProviderModels
 
 __all__ = [
     "END",
@@ -41,8 +49,6 @@ __all__ = [
     "UsageTracker",
 ]
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_ROLE_NAMES = ", ".join(sorted(ROLES))
 _FALLBACK_STATUSES = (404, 405)
 
 
@@ -159,108 +165,6 @@ def decode_json(body: bytes) -> Any:
         ) from exc
 
 
-def encode_json(body: Dict[str, Any]) -> bytes:
-    try:
-        text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise GatewayValidationError(f"the request cannot be sent as JSON: {exc}") from exc
-    return text.encode("utf-8")
-
-
-# -- argument checks: every one raises GatewayValidationError before a request exists ----------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_model(model: Any) -> str:
-    if not isinstance(model, str) or not model.strip():
-        raise GatewayValidationError(
-            f"model must be a non-empty string like 'openai/gpt-4o', got {model!r}"
-        )
-    return model
-
-
-def check_messages(messages: Any) -> List[Dict[str, Any]]:
-    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
-        raise GatewayValidationError(
-            "messages must be a list of {'role': ..., 'content': ...} mappings"
-        )
-    if not messages:
-        raise GatewayValidationError("messages must not be empty")
-    checked = []
-    for position, message in enumerate(messages):
-        if isinstance(message, GatewayObject):
-            message = message.to_dict()
-        if not isinstance(message, Mapping):
-            raise GatewayValidationError(
-                f"messages[{position}] must be a mapping, got {type(message).__name__}"
-            )
-        role = message.get("role")
-        if role not in ROLES:
-            raise GatewayValidationError(
-                f"messages[{position}]['role'] must be one of {_ROLE_NAMES}, got {role!r}"
-            )
-        checked.append(message if isinstance(message, dict) else dict(message))
-    return checked
-
-
-def check_sampling(temperature: Any, max_tokens: Any, top_p: Any) -> None:
-    if temperature is not None and not (_is_number(temperature) and 0 <= temperature <= 2):
-        raise GatewayValidationError(
-            f"temperature must be a number from 0 to 2, got {temperature!r}"
-        )
-    if top_p is not None and not (_is_number(top_p) and 0 < top_p <= 1):
-        raise GatewayValidationError(f"top_p must be a number in (0, 1], got {top_p!r}")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0
-    ):
-        raise GatewayValidationError(f"max_tokens must be a positive int, got {max_tokens!r}")
-
-
-def check_input(value: Any) -> Union[str, List[str]]:
-    if isinstance(value, str):
-        if not value:
-            raise GatewayValidationError("input must not be empty")
-        return value
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise GatewayValidationError("input must not be an empty list")
-        for position, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                raise GatewayValidationError(f"input[{position}] must be a non-empty string")
-        return list(value)
-    raise GatewayValidationError(
-        f"input must be a string or a list of strings, got {type(value).__name__}"
-    )
-
-
-def check_provider(provider: Any) -> str:
-    if not isinstance(provider, str) or not provider.strip() or "/" in provider:
-        raise GatewayValidationError(f"provider must be a name like 'openai', got {provider!r}")
-    return provider
-
-
-def _take_options(params: Dict[str, Any]) -> Dict[str, Any]:
-    """The keywords that are not body fields: extra_headers and timeout."""
-    return {key: params.pop(key) for key in ("extra_headers", "timeout") if key in params}
-
-
-def _call_options(params: Dict[str, Any]) -> Tuple[Dict[str, str], Any]:
-    """Pop the two keywords that are not body fields: extra_headers and timeout."""
-    extra = params.pop("extra_headers", None) or {}
-    problem = header_problem(extra)
-    if problem:
-        raise GatewayValidationError(f"extra_headers {problem}")
-    timeout = params.pop("timeout", None)
-    try:
-        timeout = check_timeout(timeout)
-    except GatewayConfigError as exc:
-        raise GatewayValidationError(str(exc)) from exc
-    return dict(extra), timeout
-
-
 class GatewayCore:
     """Builds every Call of the API for one client configuration, and keeps its usage."""
 
@@ -288,7 +192,7 @@ class GatewayCore:
         body: Optional[Dict[str, Any]] = None,
         params: Optional[Dict[str, Any]] = None,
     ) -> Request:
-        extra, timeout = _call_options(params if params is not None else {})
+        extra, timeout = call_options(params if params is not None else {})
         data = None
         per_call: List[Tuple[str, str]] = []
         if body is not None:
@@ -325,7 +229,7 @@ class GatewayCore:
     ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         body: Dict[str, Any] = {"model": check_model(model), "messages": check_messages(messages)}
         check_sampling(temperature, max_tokens, top_p)
-        options = _take_options(params)
+        options = take_options(params)
         if "stream" in params:
             raise GatewayValidationError(
                 "pass no 'stream' argument: use chat_completion() or stream_chat_completion()"
@@ -367,7 +271,7 @@ class GatewayCore:
         )
 
     def embeddings(self, model: Any, input: Any, params: Dict[str, Any]) -> Call:
-        options = _take_options(params)
+        options = take_options(params)
         body: Dict[str, Any] = {"model": check_model(model), "input": check_input(input)}
         body.update((key, value) for key, value in params.items() if value is not None)
         request = self._request("POST", "/embeddings", body, options)

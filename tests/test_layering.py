@@ -16,7 +16,7 @@ import gatewayclient
 PACKAGE_DIR = Path(gatewayclient.__file__).parent
 PACKAGE = "gatewayclient"
 
-SANS_IO = ["errors", "config", "models", "sse", "_core", "_stream", "_usage", "_version"]
+SANS_IO = ["errors", "config", "models", "sse", "_checks", "_core", "_stream", "_usage", "_version"]
 IO_LIBRARIES = ["requests", "urllib3", "aiohttp", "tenacity", "asyncio", "socket", "ssl"]
 CLIENT_MODULES = {f"{PACKAGE}.sync_client", f"{PACKAGE}.async_client"}
 CLIENT_NAMES = {
@@ -46,6 +46,7 @@ RANKS = {
     "models": 1,
     "sse": 1,
     "_usage": 1,
+    "_checks": 2,  # call arguments, checked before a request exists
     "_stream": 2,
     "retry": 2,
     "_core": 3,
