@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Optional, Union
+from typing import Any, ClassVar, Mapping, Optional, Tuple, Union
 
 from ._core import GatewayCore
 from .config import ClientConfig, RetryPolicy
@@ -37,9 +37,17 @@ class ClientBase:
             api_prefix=api_prefix, default_headers=default_headers, verify=verify,
             max_connections=max_connections, retry_policy=retry_policy,
         )  # fmt: skip
+        self._setup(config)
+
+    def _setup(self, config: ClientConfig) -> None:
         self._core = GatewayCore(config)
         self._transport = type(self)._transport_type(config)
         self.usage = self._core.usage
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # A client pickles as its settings (the token included: keep such pickles private) and
+        # is rebuilt on the other side with its own connections and fresh usage totals.
+        return (_rebuild, (type(self), self._core.config))
 
     @property
     def base_url(self) -> str:
@@ -48,3 +56,9 @@ class ClientBase:
     def __repr__(self) -> str:
         token = "'***'" if self._core.config.auth_token else "None"
         return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
+
+
+def _rebuild(cls: Any, config: ClientConfig) -> Any:
+    client = cls.__new__(cls)
+    client._setup(config)
+    return client
