@@ -63,6 +63,17 @@ CASES = {
         assert not errors, errors
         assert client.usage.total.requests == 20
     """,
+    "from Django's async_to_sync, repeatedly, one client": """
+        from asgiref.sync import async_to_sync
+        client = AsyncGatewayClient(URL, TOKEN)
+        async def ask():
+            answer = await client.chat_completion("openai/gpt-4o", HELLO)
+            chunks = [c async for c in client.stream_chat_completion("openai/gpt-4o", HELLO)]
+            return answer.choices[0].message.content, len(chunks)
+        results = [async_to_sync(ask)() for _ in range(3)]
+        assert len(set(results)) == 1 and results[0][1] > 0, results
+        assert client.usage.total.requests == 6
+    """,
     "a stream abandoned mid-way, then the loop ends": """
         client = AsyncGatewayClient(URL, TOKEN)
         async def use():
