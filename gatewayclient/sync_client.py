@@ -94,14 +94,13 @@ class _Transport:
 
     def send(self, request: Request, stream: bool) -> requests.Response:
         prepared = requests.PreparedRequest()
-        with _translate(request):
-            prepared.prepare(
-                method=request.method, url=request.url, headers=request.headers, data=request.body
-            )
         timeout: Union[Tuple[float, float], None] = (
             None if request.timeout is None else (request.timeout, request.timeout)
         )
         with _translate(request):
+            prepared.prepare(
+                method=request.method, url=request.url, headers=request.headers, data=request.body
+            )
             return self.session().send(
                 prepared, stream=stream, timeout=timeout, verify=self._verify, proxies=self._proxies
             )
