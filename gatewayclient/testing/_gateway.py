@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from types import TracebackType
@@ -57,6 +58,9 @@ class FakeGateway:
     ``rpm_limit`` caps requests per token in a fixed 60 s window (``window``) that opens with
     the token's first request, measured by ``clock``; ``retry_after`` replaces the computed
     wait in 429 answers (fractions allowed).
+
+    ``ssl_context`` (a server-side ``ssl.SSLContext`` holding a certificate for ``host``, made
+    with trustme, say) serves HTTPS instead of HTTP; ``url`` then starts with ``https://``.
     """
 
     def __init__(
@@ -69,8 +73,10 @@ class FakeGateway:
         retry_after: Optional[float] = None,
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         self._host = host
+        self._ssl_context = ssl_context
         self._wanted_port = port
         self._port: Optional[int] = None
         self._token = token
@@ -99,9 +105,11 @@ class FakeGateway:
 
     @property
     def url(self) -> str:
-        """The root URL, without ``/v1``: what ``SyncGatewayClient(base_url=...)`` takes."""
+        """The root URL (``https://`` with an ``ssl_context``), without ``/v1``: what
+        ``SyncGatewayClient(base_url=...)`` takes."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def api_url(self) -> str:
@@ -124,7 +132,8 @@ class FakeGateway:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self._host, self._wanted_port).start()
+            site = web.TCPSite(runner, self._host, self._wanted_port, ssl_context=self._ssl_context)
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
