@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Mapping, Optional, Tuple, Union
 
 from ._core import GatewayCore
 from .config import ClientConfig, RetryPolicy
+from .errors import GatewayConfigError
 
 __all__ = ["ClientBase"]
 
@@ -13,7 +14,7 @@ __all__ = ["ClientBase"]
 class ClientBase:
     """Settings are read and checked once, here; a subclass names its transport."""
 
-    _transport_type: ClassVar[Any]  # called with the ClientConfig
+    _transport_type: ClassVar[Any]  # called with the ClientConfig and its TLS setting
 
     def __init__(
         self,
@@ -41,7 +42,7 @@ class ClientBase:
 
     def _setup(self, config: ClientConfig) -> None:
         self._core = GatewayCore(config)
-        self._transport = type(self)._transport_type(config)
+        self._transport = type(self)._transport_type(config, tls_context(config.verify))
         self.usage = self._core.usage
 
     def __reduce__(self) -> Tuple[Any, ...]:
@@ -56,6 +57,21 @@ class ClientBase:
     def __repr__(self) -> str:
         token = "'***'" if self._core.config.auth_token else "None"
         return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
+
+
+def tls_context(verify: Union[bool, str]) -> Any:
+    """``True``, ``False``, or the ``ssl.SSLContext`` of a CA bundle: loaded here, at
+    construction, so that a file that is not a PEM bundle is a GatewayConfigError at once."""
+    if not isinstance(verify, str):
+        return verify
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise GatewayConfigError(
+            f"verify={verify!r} is not a CA bundle in PEM form: {exc}"
+        ) from exc
 
 
 def _rebuild(cls: Any, config: ClientConfig) -> Any:

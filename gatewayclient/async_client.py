@@ -68,17 +68,14 @@ class _Pool:
 class _Transport:
     """One aiohttp session per event loop, created lazily inside that loop."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, tls: Union[bool, ssl.SSLContext]) -> None:
         self._config = config
         self._lock = threading.Lock()
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
             weakref.WeakKeyDictionary()
         )
         self._timeouts: Dict[Optional[float], aiohttp.ClientTimeout] = {}
-        verify = config.verify
-        self._ssl: Union[bool, ssl.SSLContext] = (
-            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        )
+        self._ssl = tls
 
     async def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()

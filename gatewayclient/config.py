@@ -214,7 +214,7 @@ def _headers(headers: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...
 def _verify(verify: Union[bool, str]) -> Union[bool, str]:
     if isinstance(verify, bool):
         return verify
-    if isinstance(verify, (str, os.PathLike)) and os.path.exists(verify):
+    if isinstance(verify, (str, os.PathLike)) and os.path.isfile(verify):
         return os.fspath(verify)
     raise GatewayConfigError(
         f"verify must be True, False, or the path of an existing CA bundle file, got {verify!r}"

@@ -64,7 +64,9 @@ class _Transport:
     """One requests.Session per process. ``trust_env`` is off: the configuration read the
     environment (proxies, CA bundle) once, where requests would re-read it on every call."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, tls: object) -> None:
+        # ``tls`` (checked at construction) is for the async twin: requests loads the CA bundle
+        # named by ``config.verify`` itself.
         self._config = config
         self._lock = threading.Lock()
         self._session: Optional[requests.Session] = None
