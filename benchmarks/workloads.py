@@ -1,0 +1,363 @@
+"""One measurement, in the fresh process it runs in: warm up, then time N units of one case.
+
+Run by ``run.py`` as ``python benchmarks/workloads.py '<json spec>'``; prints one JSON line:
+client CPU (``time.process_time``, this process only: the servers run elsewhere) and wall time
+for the timed units, and the TCP connections opened while timing.
+
+A unit is one call (chat, embeddings) or one chunk (streams: a call yields 1,000). Each client
+reads what a caller would: the message text, the vector, every chunk's ``delta.content``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import socket
+import sys
+import time
+from functools import partial
+from typing import Any, Awaitable, Callable, Dict
+
+import payloads
+
+CHAT_BODY = {"model": payloads.MODEL, "messages": payloads.MESSAGES}
+STREAM_BODY = {**CHAT_BODY, "stream": True}
+EMBED_BODY = {"model": payloads.EMBEDDING_MODEL, "input": "text"}
+HEADERS = {"Authorization": "Bearer x"}
+SYNC_CLIENTS = ("requests", "gc-sync", "openai-sync")
+ASYNC_CLIENTS = ("aiohttp", "gc-async", "openai-async")
+
+# -- counting connections: a client that reconnects per call pays for it in CPU --------------
+
+_connects = 0
+_real_connect = socket.socket.connect
+
+
+def _counting_connect(self: socket.socket, address: Any) -> None:
+    global _connects
+    _connects += 1
+    _real_connect(self, address)
+
+
+socket.socket.connect = _counting_connect  # type: ignore[method-assign]
+
+
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise RuntimeError(f"wrong answer: {what}")
+
+
+# -- sync clients -------------------------------------------------------------------------------
+
+
+def requests_calls(case: str, url: str, trust_env: bool = False) -> Callable[[], int]:
+    import requests
+
+    session = requests.Session()
+    # Off, as gatewayclient has it: with it on, requests re-reads the environment (proxies,
+    # .netrc, CA bundle) on every call. "requests-env" measures the defaults.
+    session.trust_env = trust_env
+    chat_url, embed_url = url + "/v1/chat/completions", url + "/v1/embeddings"
+
+    def chat() -> int:
+        response = session.post(chat_url, json=CHAT_BODY, headers=HEADERS)
+        _check(response.status_code == 200, "status")
+        return len(response.json()["choices"][0]["message"]["content"]) and 1
+
+    def stream() -> int:
+        count = 0
+        with session.post(chat_url, json=STREAM_BODY, headers=HEADERS, stream=True) as response:
+            _check(response.status_code == 200, "status")
+            for line in response.iter_lines():
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    json.loads(line[6:])["choices"][0]["delta"].get("content")
+                    count += 1
+        return count
+
+    def embed() -> int:
+        response = session.post(embed_url, json=EMBED_BODY, headers=HEADERS)
+        _check(response.status_code == 200, "status")
+        return len(response.json()["data"][0]["embedding"]) // payloads.EMBEDDING_DIMENSIONS
+
+    return {"chat": chat, "stream": stream, "embed": embed}[case]
+
+
+def gc_sync_calls(case: str, url: str) -> Callable[[], int]:
+    import gatewayclient
+
+    client = gatewayclient.SyncGatewayClient(base_url=url, auth_token="x")
+
+    def chat() -> int:
+        response = client.chat_completion(payloads.MODEL, payloads.MESSAGES)
+        return len(response.choices[0].message.content) and 1
+
+    def stream() -> int:
+        count = 0
+        for chunk in client.stream_chat_completion(payloads.MODEL, payloads.MESSAGES):
+            chunk.choices[0].delta.content  # noqa: B018 - reading it is the point
+            count += 1
+        return count
+
+    def embed() -> int:
+        response = client.embeddings(payloads.EMBEDDING_MODEL, "text")
+        return len(response.data[0].embedding) // payloads.EMBEDDING_DIMENSIONS
+
+    return {"chat": chat, "stream": stream, "embed": embed}[case]
+
+
+def openai_sync_calls(case: str, url: str) -> Callable[[], int]:
+    import openai
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+
+    def chat() -> int:
+        response = client.chat.completions.create(
+            model=payloads.MODEL,
+            messages=payloads.MESSAGES,  # type: ignore[arg-type]
+        )
+        return len(response.choices[0].message.content or "") and 1
+
+    def stream() -> int:
+        count = 0
+        for chunk in client.chat.completions.create(
+            model=payloads.MODEL,
+            messages=payloads.MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+        ):
+            chunk.choices[0].delta.content  # noqa: B018
+            count += 1
+        return count
+
+    def embed() -> int:
+        response = client.embeddings.create(
+            model=payloads.EMBEDDING_MODEL, input="text", encoding_format="float"
+        )
+        return len(response.data[0].embedding) // payloads.EMBEDDING_DIMENSIONS
+
+    return {"chat": chat, "stream": stream, "embed": embed}[case]
+
+
+# -- async clients (built inside the running loop) ----------------------------------------------
+
+AsyncCall = Callable[[], Awaitable[int]]
+
+
+def aiohttp_calls(case: str, url: str) -> AsyncCall:
+    import aiohttp
+
+    session = aiohttp.ClientSession()  # as a caller writes it: defaults
+    chat_url, embed_url = url + "/v1/chat/completions", url + "/v1/embeddings"
+
+    async def chat() -> int:
+        async with session.post(chat_url, json=CHAT_BODY, headers=HEADERS) as response:
+            _check(response.status == 200, "status")
+            data = await response.json()
+        return len(data["choices"][0]["message"]["content"]) and 1
+
+    async def stream() -> int:
+        count = 0
+        async with session.post(chat_url, json=STREAM_BODY, headers=HEADERS) as response:
+            _check(response.status == 200, "status")
+            async for line in response.content:
+                if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                    json.loads(line[6:])["choices"][0]["delta"].get("content")
+                    count += 1
+        return count
+
+    async def embed() -> int:
+        async with session.post(embed_url, json=EMBED_BODY, headers=HEADERS) as response:
+            _check(response.status == 200, "status")
+            data = await response.json()
+        return len(data["data"][0]["embedding"]) // payloads.EMBEDDING_DIMENSIONS
+
+    return {"chat": chat, "stream": stream, "embed": embed}[case]
+
+
+def gc_async_calls(case: str, url: str) -> AsyncCall:
+    import gatewayclient
+
+    client = gatewayclient.AsyncGatewayClient(base_url=url, auth_token="x")
+
+    async def chat() -> int:
+        response = await client.chat_completion(payloads.MODEL, payloads.MESSAGES)
+        return len(response.choices[0].message.content) and 1
+
+    async def stream() -> int:
+        count = 0
+        async for chunk in client.stream_chat_completion(payloads.MODEL, payloads.MESSAGES):
+            chunk.choices[0].delta.content  # noqa: B018
+            count += 1
+        return count
+
+    async def embed() -> int:
+        response = await client.embeddings(payloads.EMBEDDING_MODEL, "text")
+        return len(response.data[0].embedding) // payloads.EMBEDDING_DIMENSIONS
+
+    return {"chat": chat, "stream": stream, "embed": embed}[case]
+
+
+def openai_async_calls(case: str, url: str) -> AsyncCall:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+
+    async def chat() -> int:
+        response = await client.chat.completions.create(
+            model=payloads.MODEL,
+            messages=payloads.MESSAGES,  # type: ignore[arg-type]
+        )
+        return len(response.choices[0].message.content or "") and 1
+
+    async def stream() -> int:
+        count = 0
+        async for chunk in await client.chat.completions.create(
+            model=payloads.MODEL,
+            messages=payloads.MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+        ):
+            chunk.choices[0].delta.content  # noqa: B018
+            count += 1
+        return count
+
+    async def embed() -> int:
+        response = await client.embeddings.create(
+            model=payloads.EMBEDDING_MODEL, input="text", encoding_format="float"
+        )
+        return len(response.data[0].embedding) // payloads.EMBEDDING_DIMENSIONS
+
+    return {"chat": chat, "stream": stream, "embed": embed}[case]
+
+
+SYNC_BUILDERS = {
+    "requests": requests_calls,
+    "requests-env": partial(requests_calls, trust_env=True),
+    "gc-sync": gc_sync_calls,
+    "openai-sync": openai_sync_calls,
+}
+ASYNC_BUILDERS = {
+    "aiohttp": aiohttp_calls,
+    "gc-async": gc_async_calls,
+    "openai-async": openai_async_calls,
+}
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def _units_per_call(kind: str) -> int:
+    return payloads.STREAM_CHUNKS if kind == "stream" else 1
+
+
+def _expect(got: int, kind: str) -> None:
+    _check(got == _units_per_call(kind), f"{kind} gave {got} units")
+
+
+def measure_sync(spec: Dict[str, Any]) -> Dict[str, Any]:
+    kind, n = spec["kind"], spec["n"]
+    call = SYNC_BUILDERS[spec["client"]](kind, spec["url"])
+    for _ in range(spec["warmup"]):
+        _expect(call(), kind)
+    gc.collect()
+    connects = _connects
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        _expect(call(), kind)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+
+
+async def _measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
+    kind, n, concurrency = spec["kind"], spec["n"], spec.get("concurrency", 1)
+    call = ASYNC_BUILDERS[spec["client"]](kind, spec["url"])
+
+    async def lane(calls: int) -> None:
+        for _ in range(calls):
+            _expect(await call(), kind)
+
+    async def run(calls: int) -> None:
+        share, extra = divmod(calls, concurrency)
+        await asyncio.gather(*(lane(share + (i < extra)) for i in range(concurrency)))
+
+    await run(spec["warmup"])
+    gc.collect()
+    connects = _connects
+    wall, cpu = time.perf_counter(), time.process_time()
+    await run(n)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+
+
+def measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
+    return asyncio.run(_measure_async(spec))
+
+
+def _result(spec: Dict[str, Any], cpu: float, wall: float, units: int, connects: int) -> dict:
+    return {
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "units": units,
+        "calls": spec["n"],
+        "connections": connects,
+        "aiohttp_loaded": "aiohttp" in sys.modules,
+    }
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096  # resident pages (4 KiB on Linux x86-64)
+
+
+def measure_memory(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Growth over N chat calls after warm-up, measured twice: the resident set (N calls with
+    nothing else running), then Python allocations still alive (tracemalloc, N more calls)."""
+    import tracemalloc
+
+    loop = None
+    if spec["client"] in SYNC_BUILDERS:
+        call: Callable[[], Any] = SYNC_BUILDERS[spec["client"]]("chat", spec["url"])
+    else:
+        loop = asyncio.new_event_loop()
+
+        async def build() -> AsyncCall:
+            return ASYNC_BUILDERS[spec["client"]]("chat", spec["url"])
+
+        acall = loop.run_until_complete(build())
+
+        def call() -> Any:
+            return loop.run_until_complete(acall())  # type: ignore[union-attr]
+
+    n = spec["n"]
+    for _ in range(spec["warmup"]):
+        call()
+    gc.collect()
+    rss = _rss_bytes()
+    for _ in range(n):
+        call()
+    gc.collect()
+    rss = _rss_bytes() - rss
+    tracemalloc.start()
+    traced = tracemalloc.get_traced_memory()[0]
+    for _ in range(n):
+        call()
+    gc.collect()
+    traced = tracemalloc.get_traced_memory()[0] - traced
+    tracemalloc.stop()
+    if loop is not None:
+        loop.run_until_complete(loop.shutdown_asyncgens())  # closes gatewayclient's session
+        loop.close()
+    return {"rss_mb": rss / 1e6, "traced_mb": traced / 1e6, "calls": n}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    if spec["kind"] == "memory":
+        result = measure_memory(spec)
+    elif spec["client"] in SYNC_BUILDERS:
+        result = measure_sync(spec)
+    else:
+        result = measure_async(spec)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
