@@ -1,0 +1,142 @@
+"""Where a client's CPU goes in one benchmark case: cProfile, in µs per unit.
+
+    python benchmarks/profile_case.py stream-sync gc-sync requests
+    python benchmarks/profile_case.py chat-async64 gc-async aiohttp --top 30
+
+For each client named (in this one process, against the same servers as ``run.py``): warm up,
+time N units without the profiler, then profile N more. Prints the CPU per unit, each
+package's share (own time, summed by the module's top-level package), and the top functions by
+own time. cProfile inflates calls to small functions; compare shares, not absolute values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pstats
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import workloads
+from run import CASES, Case
+from servers import Servers
+
+Key = Tuple[str, int, str]
+
+
+def _where(filename: str) -> str:
+    """A source file as its package path: ``gatewayclient/sse.py``, ``json/decoder.py``."""
+    if filename.startswith("~") or filename.startswith("<"):
+        return filename
+    parts = Path(filename).parts
+    for marker in ("site-packages", "gatewayclient", "benchmarks"):
+        if marker in parts:
+            index = parts.index(marker)
+            return "/".join(parts[index + (marker == "site-packages") :])
+    if "lib" in parts:
+        index = len(parts) - 1 - parts[::-1].index("lib")
+        return "/".join(parts[index + 2 :])  # past lib/python3.X/
+    return filename
+
+
+def _package(where: str) -> str:
+    if where.startswith("~"):
+        return "builtins (C)"
+    return where.split("/", 1)[0].removesuffix(".py")
+
+
+def _runner(case: Case, client: str, url: str) -> Callable[[int], None]:
+    kind = case.kind
+    if client in workloads.SYNC_BUILDERS:
+        call = workloads.SYNC_BUILDERS[client](kind, url)
+
+        def run_sync(calls: int) -> None:
+            for _ in range(calls):
+                call()
+
+        return run_sync
+    loop = asyncio.new_event_loop()
+
+    async def build() -> workloads.AsyncCall:
+        return workloads.ASYNC_BUILDERS[client](kind, url)
+
+    acall = loop.run_until_complete(build())
+
+    async def lanes(calls: int) -> None:
+        share, extra = divmod(calls, case.concurrency)
+
+        async def lane(k: int) -> None:
+            for _ in range(k):
+                await acall()
+
+        await asyncio.gather(*(lane(share + (i < extra)) for i in range(case.concurrency)))
+
+    return lambda calls: loop.run_until_complete(lanes(calls))
+
+
+def profile(case: Case, client: str, url: str, n: int) -> Tuple[float, pstats.Stats]:
+    run = _runner(case, client, url)
+    units = n * (1000 if case.kind == "stream" else 1)
+    run(max(case.warmup, 2 * case.concurrency))
+    gc.collect()
+    cpu = time.process_time()
+    run(n)
+    cpu = (time.process_time() - cpu) / units
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run(n)
+    profiler.disable()
+    return cpu, pstats.Stats(profiler)
+
+
+def report(client: str, cpu: float, stats: pstats.Stats, units: int, top: int) -> None:
+    raw: Dict[Key, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in raw.values())
+    scale = 1e6 / units
+    print(f"\n=== {client}: {cpu * 1e6:.2f} µs/unit unprofiled, {total * scale:.2f} profiled")
+    packages: Dict[str, float] = defaultdict(float)
+    for (filename, _, _), entry in raw.items():
+        packages[_package(_where(filename))] += entry[2]
+    print("  own time by package (µs/unit, share):")
+    for name, own in sorted(packages.items(), key=lambda item: -item[1])[:12]:
+        print(f"    {own * scale:9.2f}  {own / total:6.1%}  {name}")
+    print(f"  top {top} functions by own time (own µs/unit, cumulative µs/unit, calls/unit):")
+    rows: List[Tuple[float, float, float, str]] = []
+    for (filename, line, name), (_, calls, own, cumulative, _) in raw.items():
+        where = _where(filename)
+        label = name if where.startswith("~") else f"{where}:{line} {name}"
+        rows.append((own * scale, cumulative * scale, calls / units, label))
+    for own, cumulative, calls, label in sorted(rows, reverse=True)[:top]:
+        print(f"    {own:9.2f} {cumulative:9.2f} {calls:7.2f}  {label}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("case", choices=[case.name for case in CASES if case.kind != "import"])
+    parser.add_argument("clients", nargs="+")
+    parser.add_argument("-n", type=int, help="calls to profile (default: the case's N / 4)")
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--no-nginx", action="store_true")
+    args = parser.parse_args()
+    case = next(case for case in CASES if case.name == args.case)
+    n = args.n or max(1, case.n // 4)
+    units = n * (1000 if case.kind == "stream" else 1)
+    with (
+        tempfile.TemporaryDirectory(prefix="gc-prof-") as tmp,
+        Servers(Path(tmp), use_nginx=not args.no_nginx) as servers,
+    ):
+        url = servers.stream_url if case.kind == "stream" else servers.api_url
+        print(f"{case.name}: {n} calls, {units} units; server {servers.kind}", file=sys.stderr)
+        for client in args.clients:
+            cpu, stats = profile(case, client, url, n)
+            report(client, cpu, stats, units, args.top)
+
+
+if __name__ == "__main__":
+    main()
