@@ -15,6 +15,8 @@ Loaded by LiteLLM from the config's directory; it runs inside the proxy, not in 
 
 from __future__ import annotations
 
+from typing import Optional
+
 from fastapi import Request
 from litellm.proxy._types import UserAPIKeyAuth
 
@@ -23,7 +25,9 @@ RPM_PREFIX = "sk-interop-rpm-"
 PARALLEL_PREFIX = "sk-interop-parallel-"
 
 
-async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+async def user_api_key_auth(request: Request, api_key: Optional[str]) -> UserAPIKeyAuth:
+    if not api_key:  # LiteLLM passes what it found, None or "" included
+        raise Exception("No api key passed in.")
     if api_key == MASTER_KEY:
         return UserAPIKeyAuth(api_key=api_key)
     if api_key.startswith(RPM_PREFIX) and len(api_key) > len(RPM_PREFIX):

@@ -22,6 +22,8 @@ from gatewayclient.errors import (
     GatewayAuthError,
     GatewayBadRequestError,
     GatewayRateLimitError,
+    GatewayServerError,
+    GatewayTimeoutError,
 )
 
 pytestmark = pytest.mark.interop
@@ -35,7 +37,10 @@ CHAT_MODELS = [
 EMBEDDING_MODEL = "openai/text-embedding-3-small"
 RPM_MODEL = "limits/rpm-3"  # deployment rpm 3: 429 with only llm_provider-retry-after: 60
 PARALLEL_MODEL = "limits/parallel-1"  # one request in flight, 1 s each: 429 with no hint
-ALL_MODELS = [*CHAT_MODELS, EMBEDDING_MODEL, RPM_MODEL, PARALLEL_MODEL]  # the config's order
+SLOW_MODEL = "faults/slow"  # answers after 2 s
+FAILING_MODEL = "faults/always-500"
+# The config's order.
+ALL_MODELS = [*CHAT_MODELS, EMBEDDING_MODEL, RPM_MODEL, PARALLEL_MODEL, SLOW_MODEL, FAILING_MODEL]
 MESSAGES = [{"role": "user", "content": "Hello!"}]
 
 
@@ -178,13 +183,8 @@ def test_list_models(make_client: Callable[..., Any]) -> None:
 def test_providers_fall_back_to_models(make_client: Callable[..., Any]) -> None:
     """LiteLLM has no /providers routes (404 ``{"detail": "Not Found"}``): derived from /models."""
     client = make_client()
-    assert client.call("list_known_providers") == [
-        "openai",
-        "anthropic",
-        "google",
-        "mistral",
-        "limits",
-    ]
+    providers = ["openai", "anthropic", "google", "mistral", "limits", "faults"]
+    assert client.call("list_known_providers") == providers  # first-seen order, no duplicates
     openai = client.call("list_provider_models", "openai")
     assert openai.provider == "openai"
     assert openai.total == 2
@@ -212,6 +212,18 @@ def test_wrong_key_is_an_auth_error(make_client: Callable[..., Any]) -> None:
         client.call("list_models")
     with pytest.raises(GatewayAuthError):
         client.collect(client.stream("openai/gpt-4o", MESSAGES))
+
+
+def test_no_key_is_an_auth_error(
+    make_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Authorization header at all: 401 (a 500 text/plain without ``prisma`` installed)."""
+    monkeypatch.delenv("AUTH_TOKEN", raising=False)
+    client = make_client(None)
+    with pytest.raises(GatewayAuthError) as caught:
+        client.call("chat_completion", "openai/gpt-4o", MESSAGES)
+    assert caught.value.status_code == 401
+    assert "No api key passed in" in caught.value.message
 
 
 def test_unknown_model_is_a_bad_request(make_client: Callable[..., Any]) -> None:
@@ -306,6 +318,35 @@ def test_retried_429_stream_succeeds(
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == reply(PARALLEL_MODEL)
     assert any("429" in r.getMessage() for r in caplog.records if r.name == "gatewayclient")
+
+
+def test_read_timeout(make_client: Callable[..., Any]) -> None:
+    """A deployment that takes 2 s, a client timeout of 0.5 s: GatewayTimeoutError, fast."""
+    client = make_client(timeout=0.5, max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(GatewayTimeoutError):
+        client.call("chat_completion", SLOW_MODEL, MESSAGES)
+    with pytest.raises(GatewayTimeoutError):  # LiteLLM sends no header before the first chunk
+        client.collect(client.stream(SLOW_MODEL, MESSAGES))
+    assert time.monotonic() - started < 4
+    generous = make_client(max_retries=0)
+    resp = generous.call("chat_completion", SLOW_MODEL, MESSAGES, timeout=10)
+    assert resp.choices[0].message.content == reply(SLOW_MODEL)
+
+
+def test_server_error_is_retried_then_raised(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(retry_policy=RetryPolicy(max_retries=2, backoff_base=0))
+    caplog.set_level(logging.WARNING, logger="gatewayclient")
+    with pytest.raises(GatewayServerError) as caught:
+        client.call("chat_completion", FAILING_MODEL, MESSAGES)
+    assert caught.value.status_code == 500
+    assert caught.value.error_code == "500"
+    assert "InternalServerError" in caught.value.message
+    retries = [r for r in caplog.records if r.name == "gatewayclient" and "500" in r.getMessage()]
+    assert len(retries) == 2  # max_retries=2: three attempts, two retries logged
+    assert client.client.usage.total.requests == 0
 
 
 # --- LiteLLM's quirks, each absorbed -----------------------------------------------------------
