@@ -57,7 +57,7 @@ def _runner(case: Case, client: str, url: str) -> Callable[[int], None]:
         call = workloads.SYNC_BUILDERS[client](kind, url)
 
         def run_sync(calls: int) -> None:
-            for _ in range(calls):
+            for _ in range(calls):  # 0: the end, nothing to close
                 call()
 
         return run_sync
@@ -77,7 +77,14 @@ def _runner(case: Case, client: str, url: str) -> Callable[[int], None]:
 
         await asyncio.gather(*(lane(share + (i < extra)) for i in range(case.concurrency)))
 
-    return lambda calls: loop.run_until_complete(lanes(calls))
+    def run_async(calls: int) -> None:
+        if calls:
+            loop.run_until_complete(lanes(calls))
+        else:  # the end: close the sessions in their loop
+            loop.run_until_complete(workloads.close_async())
+            loop.close()
+
+    return run_async
 
 
 def profile(case: Case, client: str, url: str, n: int) -> Tuple[float, pstats.Stats]:
@@ -92,6 +99,7 @@ def profile(case: Case, client: str, url: str, n: int) -> Tuple[float, pstats.St
     profiler.enable()
     run(n)
     profiler.disable()
+    run(0)
     return cpu, pstats.Stats(profiler)
 
 

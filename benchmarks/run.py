@@ -264,13 +264,18 @@ def machine(servers: Servers) -> Dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "gatewayclient"],
+        capture_output=True, text=True, cwd=HERE.parent,
+    ).stdout.strip()  # fmt: skip
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "commit": commit,
+        "commit": commit + (" + uncommitted changes in gatewayclient/" if dirty else ""),
         "cpus": os.cpu_count(),
         "cpu_model": cpu,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average_1_5_15": [round(load, 2) for load in os.getloadavg()],
         "server": servers.kind,
         "stream_server": "aiohttp (one write per event)",
         "versions": versions,
@@ -296,7 +301,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rounds = args.rounds or (1 if args.quick else 5)
     with_openai = not args.no_openai and util.find_spec("openai") is not None
 
-    started = time.monotonic()
+    started, load_before = time.monotonic(), [round(load, 2) for load in os.getloadavg()]
     with (
         tempfile.TemporaryDirectory(prefix="gc-bench-") as tmp,
         Servers(Path(tmp), use_nginx=not args.no_nginx) as servers,
@@ -329,10 +334,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         value = f"{row['value']:.2f}x" if isinstance(row["value"], float) else str(row["value"])
         print(f"  {'PASS' if row['pass'] else 'MISS'}  {row['what']}: {value} ({row['target']})")
     print(f"\n{rounds} round(s), {elapsed:.0f} s, server {info['server']}, "
-          f"{info['cpus']} CPUs {info['cpu_model']}, Python {info['python']}")  # fmt: skip
+          f"{info['cpus']} CPUs {info['cpu_model']}, Python {info['python']}; load average "
+          f"{load_before[0]} before, {info['load_average_1_5_15'][0]} after")  # fmt: skip
 
     out = args.out or HERE / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    info["load_average_before"] = load_before
     document = {"machine": info, "rounds": rounds, "quick": args.quick, "elapsed_s": elapsed,
                 "summary": summary, "memory": memory, "checks": checks}  # fmt: skip
     out.write_text(json.dumps(document, indent=1))

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from functools import partial
-from typing import Any, Awaitable, Callable, Dict
+from typing import Any, Awaitable, Callable, Dict, List
 
 import payloads
 
@@ -141,12 +141,19 @@ def openai_sync_calls(case: str, url: str) -> Callable[[], int]:
 # -- async clients (built inside the running loop) ----------------------------------------------
 
 AsyncCall = Callable[[], Awaitable[int]]
+CLOSERS: List[Callable[[], Awaitable[Any]]] = []  # run by ``close_async`` in the same loop
+
+
+async def close_async() -> None:
+    while CLOSERS:
+        await CLOSERS.pop()()
 
 
 def aiohttp_calls(case: str, url: str) -> AsyncCall:
     import aiohttp
 
     session = aiohttp.ClientSession()  # as a caller writes it: defaults
+    CLOSERS.append(session.close)
     chat_url, embed_url = url + "/v1/chat/completions", url + "/v1/embeddings"
 
     async def chat() -> int:
@@ -178,6 +185,7 @@ def gc_async_calls(case: str, url: str) -> AsyncCall:
     import gatewayclient
 
     client = gatewayclient.AsyncGatewayClient(base_url=url, auth_token="x")
+    CLOSERS.append(client.aclose)
 
     async def chat() -> int:
         response = await client.chat_completion(payloads.MODEL, payloads.MESSAGES)
@@ -201,6 +209,7 @@ def openai_async_calls(case: str, url: str) -> AsyncCall:
     import openai
 
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    CLOSERS.append(client.close)
 
     async def chat() -> int:
         response = await client.chat.completions.create(
@@ -284,6 +293,7 @@ async def _measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     await run(n)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    await close_async()
     return _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
 
 
@@ -343,7 +353,7 @@ def measure_memory(spec: Dict[str, Any]) -> Dict[str, Any]:
     traced = tracemalloc.get_traced_memory()[0] - traced
     tracemalloc.stop()
     if loop is not None:
-        loop.run_until_complete(loop.shutdown_asyncgens())  # closes gatewayclient's session
+        loop.run_until_complete(close_async())
         loop.close()
     return {"rss_mb": rss / 1e6, "traced_mb": traced / 1e6, "calls": n}
 
