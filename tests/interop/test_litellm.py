@@ -39,8 +39,17 @@ RPM_MODEL = "limits/rpm-3"  # deployment rpm 3: 429 with only llm_provider-retry
 PARALLEL_MODEL = "limits/parallel-1"  # one request in flight, 1 s each: 429 with no hint
 SLOW_MODEL = "faults/slow"  # answers after 2 s
 FAILING_MODEL = "faults/always-500"
+OVERLOADED_MODEL = "faults/overloaded-529"  # 529 with an empty reason phrase
 # The config's order.
-ALL_MODELS = [*CHAT_MODELS, EMBEDDING_MODEL, RPM_MODEL, PARALLEL_MODEL, SLOW_MODEL, FAILING_MODEL]
+ALL_MODELS = [
+    *CHAT_MODELS,
+    EMBEDDING_MODEL,
+    RPM_MODEL,
+    PARALLEL_MODEL,
+    SLOW_MODEL,
+    FAILING_MODEL,
+    OVERLOADED_MODEL,
+]
 MESSAGES = [{"role": "user", "content": "Hello!"}]
 
 
@@ -347,6 +356,24 @@ def test_server_error_is_retried_then_raised(
     retries = [r for r in caplog.records if r.name == "gatewayclient" and "500" in r.getMessage()]
     assert len(retries) == 2  # max_retries=2: three attempts, two retries logged
     assert client.client.usage.total.requests == 0
+
+
+def test_529_with_an_empty_reason_phrase(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``HTTP/1.1 529 `` (no reason phrase), to a call or a stream: a server error, retried."""
+    client = make_client(retry_policy=RetryPolicy(max_retries=1, backoff_base=0))
+    caplog.set_level(logging.WARNING, logger="gatewayclient")
+    with pytest.raises(GatewayServerError) as call:
+        client.call("chat_completion", OVERLOADED_MODEL, MESSAGES)
+    with pytest.raises(GatewayServerError) as stream:
+        client.collect(client.stream(OVERLOADED_MODEL, MESSAGES))
+    for caught in (call, stream):
+        assert caught.value.status_code == 529
+        assert caught.value.error_code == "529"
+        assert "mock error raised mid-stream" in caught.value.message
+    retries = [r for r in caplog.records if r.name == "gatewayclient" and "529" in r.getMessage()]
+    assert len(retries) == 2  # one retry for each
 
 
 # --- LiteLLM's quirks, each absorbed -----------------------------------------------------------
