@@ -36,12 +36,18 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 import interop_proxy as lp
 import pytest
 
+
+class Missing(str):
+    """Why there is no proxy, when that is a reason to skip (outside CI)."""
+
+
 URL_ENV = {"main": "GATEWAYCLIENT_INTEROP_URL", "legacy": "GATEWAYCLIENT_INTEROP_LEGACY_URL"}
 PIDFILE_ENV = "GATEWAYCLIENT_INTEROP_PIDFILE"
 CONFIGS = {"main": (lp.CONFIG, {}), "legacy": (lp.LEGACY_CONFIG, lp.LEGACY_ENV)}
 
-# name -> the Proxy launched or named, or the reason there is none.
-_proxies: Dict[str, Union[lp.Proxy, str]] = {}
+# name -> the Proxy launched or named, or why there is none: a Missing (the command is not
+# installed: skipped outside CI) or a str (it could not be launched: always a failure).
+_proxies: Dict[str, Union[lp.Proxy, Missing, str]] = {}
 _workdir: Optional[Path] = None
 
 
@@ -85,11 +91,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if given:
             _proxies[name] = lp.Proxy(given)
         elif command is None:
-            _proxies[name] = "the `litellm` command is not installed in this environment"
+            _proxies[name] = Missing("the `litellm` command is not installed in this environment")
         else:
             folder = workdir / name
             folder.mkdir()
-            _proxies[name] = lp.start(command, folder, config, extra_env)
+            try:
+                _proxies[name] = lp.start(command, folder, config, extra_env)
+            except OSError as error:
+                _proxies[name] = f"`{command}` could not be launched: {error}"
     pidfile = os.environ.get(PIDFILE_ENV)
     pids = [str(p.pid) for p in _proxies.values() if isinstance(p, lp.Proxy) and p.pid]
     if pidfile and pids:
@@ -111,13 +120,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _ready(name: str) -> lp.Proxy:
-    proxy: Optional[Union[lp.Proxy, str]] = _proxies.get(name)
-    if proxy is None:
-        proxy = "the interop proxies were not launched (no interop test was selected)"
-    if isinstance(proxy, str):
-        if must_run():
-            pytest.fail(f"the interop suite must run here, but {proxy}", pytrace=False)
+    proxy = _proxies.get(name, "the interop proxies were not launched")
+    if isinstance(proxy, Missing) and not must_run():
         pytest.skip(f"{proxy}; `bash scripts/interop.sh` sets it up and runs this suite")
+    if isinstance(proxy, str):
+        pytest.fail(f"the interop suite must run here, but {proxy}", pytrace=False)
     started = time.monotonic()
     problem = proxy.wait_until_live()
     if problem is not None:
