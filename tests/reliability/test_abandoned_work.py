@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, List
+from typing import Any, Callable, List
 
 import pytest
 from leakcheck import assert_released
@@ -29,11 +29,14 @@ def client(kind: str, gw: FakeGateway) -> Twin:
     return Twin(kind, gw.url, gw.token, timeout=5, max_connections=POOL, retry_policy=policy)
 
 
-def a_normal_call_completes(twin: Twin) -> None:
+def a_normal_call_completes(twin: Twin) -> float:
+    """How long a normal call on the same client took (it must answer, and within 5 s)."""
     started = time.monotonic()
     answer = twin.call("chat_completion", MODEL, STORY)
-    assert time.monotonic() - started < HANG_CHECK
+    elapsed = time.monotonic() - started
+    assert elapsed < HANG_CHECK
     assert answer.choices[0].message.content == expected_reply(MODEL, STORY)
+    return elapsed
 
 
 def leave_after_the_first_chunk(twin: Twin) -> None:
@@ -58,7 +61,7 @@ def leave_after_the_first_chunk(twin: Twin) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("server", ["finished", "still-streaming"])
 def test_a_thousand_streams_left_after_their_first_chunk_release_their_connections(
-    kind: str, gw: FakeGateway, server: str
+    kind: str, gw: FakeGateway, server: str, record_property: Callable[[str, object], None]
 ) -> None:
     """``finished``: the server has sent the whole answer; ``still-streaming``: it stalls after
     the first chunk, so the connection can only be closed, never reused."""
@@ -67,10 +70,12 @@ def test_a_thousand_streams_left_after_their_first_chunk_release_their_connectio
     try:
         if server == "still-streaming":
             gw.stall(30, times=STREAMS, when="mid_stream", after=1)
+        started = time.monotonic()
         leave_after_the_first_chunk(twin)
+        record_property("streams_seconds", round(time.monotonic() - started, 2))
         assert not gw.pending_faults
         assert len(gw.requests) == STREAMS
-        a_normal_call_completes(twin)
+        record_property("follow_up_seconds", round(a_normal_call_completes(twin), 3))
         assert_released(twin, baseline, pooled=POOL)
     finally:
         twin.close()
@@ -78,7 +83,7 @@ def test_a_thousand_streams_left_after_their_first_chunk_release_their_connectio
 
 @pytest.mark.timeout(120)
 def test_a_thousand_tasks_cancelled_mid_stream_release_their_connections(
-    gw: FakeGateway,
+    gw: FakeGateway, record_property: Callable[[str, object], None]
 ) -> None:
     """Tasks blocked reading a stream (the server stalls after the first chunk) are cancelled
     in batches of the pool's size: CancelledError comes out of each, and each connection is
@@ -113,10 +118,12 @@ def test_a_thousand_tasks_cancelled_mid_stream_release_their_connections(
             assert [len(chunks) for chunks in received] == [1] * POOL
 
     try:
+        started = time.monotonic()
         twin.run(cancel_mid_stream())
+        record_property("streams_seconds", round(time.monotonic() - started, 2))
         assert not gw.pending_faults
         assert len(gw.requests) == STREAMS
-        a_normal_call_completes(twin)
+        record_property("follow_up_seconds", round(a_normal_call_completes(twin), 3))
         assert_released(twin, baseline, pooled=POOL)
     finally:
         twin.close()
