@@ -261,16 +261,24 @@ def machine(servers: Servers) -> Dict[str, Any]:
     for name in ("gatewayclient", "requests", "urllib3", "aiohttp", "openai", "httpx2", "httpx"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
+    where = "import gatewayclient, os; print(os.path.dirname(gatewayclient.__file__))"
+    source = subprocess.run(
+        [sys.executable, "-c", where], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "gatewayclient"],
-        capture_output=True, text=True, cwd=HERE.parent,
-    ).stdout.strip()  # fmt: skip
+    if Path(source) == HERE.parent / "gatewayclient":
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gatewayclient"],
+            capture_output=True, text=True, cwd=HERE.parent,
+        ).stdout.strip()  # fmt: skip
+        commit += " + uncommitted changes in gatewayclient/" if dirty else ""
+    else:
+        commit = f"gatewayclient from {source} (the repository is at {commit})"
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "commit": commit + (" + uncommitted changes in gatewayclient/" if dirty else ""),
+        "commit": commit,
         "cpus": os.cpu_count(),
         "cpu_model": cpu,
         "python": platform.python_version(),
