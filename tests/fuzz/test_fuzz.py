@@ -19,6 +19,7 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Optional
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,9 @@ FUZZING = "GATEWAYCLIENT_FUZZ_EXAMPLES" in os.environ
 _run_options: Dict[str, Any] = {"derandomize": False, "print_blob": True} if FUZZING else {}
 if os.environ.get("GATEWAYCLIENT_FUZZ_DATABASE", "").lower() == "none":
     _run_options["database"] = None
+
+# The suite's 60 s per test is for the default size; an example takes 3-7 ms on a 2-core CI box.
+pytestmark = pytest.mark.timeout(60 + EXAMPLES // 20)
 
 # too_slow and data_too_large: the inputs are deliberately large (deep nesting, 5,000-digit
 # numbers, many pieces), so generating one takes longer and uses more entropy than hypothesis'
