@@ -19,7 +19,7 @@ from .errors import (
     error_from_event,
     redact_error,
 )
-from .models import ChatCompletion, ChatCompletionChunk, CompletionUsage
+from .models import ChatCompletion, ChatCompletionChunk, ChoiceDelta, ChunkChoice, CompletionUsage
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["END", "NEED_DATA", "StreamState"]
@@ -64,6 +64,8 @@ class _ChoiceParts:
         content = delta.get("content")
         if type(content) is str:
             self.content.append(content)
+            if len(delta) == 1:
+                return  # the common chunk: text only
         role = delta.get("role")
         if type(role) is str:
             self.role = role
@@ -228,27 +230,30 @@ class StreamState:
         if choices:
             if type(choices) is not list:
                 raise GatewayStreamError("a chunk's choices is not a list")
-            for choice in choices:
-                self._add_choice(choice)
-        elif usage is not None and self._hide_usage_chunk:
-            return  # the usage chunk this client asked for: recorded, not yielded
-        self._pending.append(ChatCompletionChunk._from_json(obj))
+            built = [self._add_choice(choice) for choice in choices]
+            self._pending.append(ChatCompletionChunk._from_json(obj, choices=built))
+        elif usage is None or not self._hide_usage_chunk:
+            self._pending.append(ChatCompletionChunk._from_json(obj))
+        # else: the usage chunk this client asked for: recorded, not yielded
 
-    def _add_choice(self, choice: Any) -> None:
+    def _add_choice(self, choice: Any) -> ChunkChoice:
+        """Add one choice's delta to the answer, and build its typed form on the way."""
         if type(choice) is not dict:
             raise GatewayStreamError("a chunk's choice is not an object")
         index = _index(choice.get("index"), 0)
         parts = self._choices.get(index)
         if parts is None:
             parts = self._choices[index] = _ChoiceParts()
-        delta = choice.get("delta")
-        if delta:
-            if type(delta) is not dict:
-                raise GatewayStreamError("a chunk's delta is not an object")
-            parts.add(delta)
         finish_reason = choice.get("finish_reason")
         if type(finish_reason) is str:
             parts.finish_reason = finish_reason
+        delta = choice.get("delta")
+        if delta is None:
+            return ChunkChoice._from_json(choice)
+        if type(delta) is not dict:
+            raise GatewayStreamError("a chunk's delta is not an object")
+        parts.add(delta)
+        return ChunkChoice._from_json(choice, delta=ChoiceDelta._from_json(delta))
 
     def completion(self) -> ChatCompletion:
         """What has arrived so far as one ChatCompletion (the whole answer after the end)."""

@@ -59,11 +59,24 @@ _Decoder = Callable[[Any], Any]
 
 
 def _copy_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(item) for item in value]
-    return value
+    """A deep copy of decoded JSON, iterative: any depth json.loads accepted copies too."""
+    if type(value) is not dict and type(value) is not list:
+        return value
+    root: Any = {} if type(value) is dict else []
+    stack = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        items = source.items() if type(source) is dict else enumerate(source)
+        for key, item in items:
+            if type(item) is dict or type(item) is list:
+                copied: Any = {} if type(item) is dict else []
+                stack.append((item, copied))
+                item = copied
+            if type(target) is dict:
+                target[key] = item
+            else:
+                target.append(item)
+    return root
 
 
 class GatewayObject:
@@ -79,14 +92,19 @@ class GatewayObject:
     _decoders: ClassVar[Dict[str, Optional[_Decoder]]]
 
     @classmethod
-    def _from_json(cls: type[T], data: Any) -> T:
-        """Wrap one decoded JSON object without copying it; nested fields decode on first read."""
+    def _from_json(cls: type[T], data: Any, **decoded: Any) -> T:
+        """Wrap one decoded JSON object without copying it; nested fields decode on first read,
+        except those the caller already ``decoded`` (the stream state builds choices as it
+        reads them)."""
         if type(data) is not dict:
+            # No body: this may run on a lazy read, far from any place that could scrub the token.
             raise GatewayResponseError(
-                f"expected a JSON object for {cls.__name__}, got {type(data).__name__}", body=data
+                f"expected a JSON object for {cls.__name__}, got {type(data).__name__}"
             )
         obj = cls.__new__(cls)
         obj._raw = data
+        if decoded:
+            obj.__dict__.update(decoded)
         return obj
 
     if not typing.TYPE_CHECKING:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -34,30 +33,50 @@ from .models import (
 __all__ = ["SyncGatewayClient", "SyncStream"]
 
 
-@contextmanager
-def _translate(request: Request) -> Iterator[None]:
-    """requests and urllib3 exceptions become gatewayclient's; timeouts are matched first."""
-    where = request.label
-    try:
-        yield
-    except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
-        raise GatewayTimeoutError(f"{where} timed out: {exc}") from exc
-    except requests.ConnectionError as exc:
+def _gateway_error(where: str, exc: BaseException) -> Optional[GatewayClientError]:
+    """The gatewayclient error for a requests or urllib3 exception (timeouts first), or None."""
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+        return GatewayTimeoutError(f"{where} timed out: {exc}")
+    if isinstance(exc, requests.ConnectionError):
         # iter_content re-raises urllib3's ReadTimeoutError as a ConnectionError.
         if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
-            raise GatewayTimeoutError(f"{where} timed out: {exc}") from exc
-        raise GatewayConnectionError(f"{where} failed: {exc}") from exc
-    except (
-        requests.exceptions.ChunkedEncodingError,
-        urllib3.exceptions.ProtocolError,
-        urllib3.exceptions.SSLError,
-        ConnectionError,
-    ) as exc:
-        raise GatewayConnectionError(f"{where} failed: {exc}") from exc
-    except (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError) as exc:
-        raise GatewayResponseError(f"{where}: the body could not be decoded: {exc}") from exc
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise GatewayClientError(f"{where} failed: {exc}") from exc
+            return GatewayTimeoutError(f"{where} timed out: {exc}")
+        return GatewayConnectionError(f"{where} failed: {exc}")
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.SSLError,
+            ConnectionError,
+        ),
+    ):
+        return GatewayConnectionError(f"{where} failed: {exc}")
+    if isinstance(exc, (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+        return GatewayResponseError(f"{where}: the body could not be decoded: {exc}")
+    if isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError)):
+        return GatewayClientError(f"{where} failed: {exc}")
+    return None
+
+
+class _Translate:
+    """``with _Translate(request):`` turns requests and urllib3 exceptions into gatewayclient's.
+
+    A class, not a generator context manager: a stream enters it on every read."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, request: Request) -> None:
+        self.where = request.label
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
+        if exc is not None:
+            error = _gateway_error(self.where, exc)
+            if error is not None:
+                raise error from exc
 
 
 class _Transport:
@@ -99,7 +118,7 @@ class _Transport:
         timeout: Union[Tuple[float, float], None] = (
             None if request.timeout is None else (request.timeout, request.timeout)
         )
-        with _translate(request):
+        with _Translate(request):
             prepared.prepare(
                 method=request.method, url=request.url, headers=request.headers, data=request.body
             )
@@ -111,15 +130,28 @@ class _Transport:
         with self._lock:
             session, self._session = self._session, None
         if session is not None and self._pid == os.getpid():
+            # Session.close() only forgets urllib3's pools: their kept-alive sockets would stay
+            # open for as long as anything (a held error's traceback) references a pool.
+            for adapter in session.adapters.values():
+                if not isinstance(adapter, requests.adapters.HTTPAdapter):
+                    continue
+                managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
+                for manager in managers:
+                    for key in list(manager.pools.keys()):
+                        pool = manager.pools.get(key)
+                        if pool is not None:
+                            pool.close()
             session.close()
 
 
 def _raw_chunks(response: requests.Response) -> Iterator[bytes]:
     """The body as it arrives: each network read, never requests' line iterator."""
     raw = response.raw
-    if raw.chunked or not hasattr(raw, "read1"):
-        return response.iter_content(chunk_size=None)
-    return iter(partial(raw.read1, 65536), b"")  # a body without chunked framing
+    if raw.chunked:
+        return raw.stream(None, decode_content=True)  # each HTTP chunk as it arrives
+    if hasattr(raw, "read1"):
+        return iter(partial(raw.read1, 65536), b"")  # a body without chunked framing
+    return response.iter_content(chunk_size=None)
 
 
 class SyncStream:
@@ -132,6 +164,7 @@ class SyncStream:
         self._state = call.new_state()
         self._response: Optional[requests.Response] = None
         self._chunks: Iterator[bytes] = iter(())
+        self._translate = _Translate(call.request)
         self._opened = False
         self._closed = False
 
@@ -165,7 +198,7 @@ class SyncStream:
         self._response = response = self._transport.send(self._call.request, stream=True)
         try:
             if not self._call.accepts(response.status_code, response.headers):
-                with _translate(self._call.request):
+                with _Translate(self._call.request):
                     body = response.content
                 raise self._call.reject(response.status_code, response.headers, body)
             self._chunks = _raw_chunks(response)
@@ -177,7 +210,7 @@ class SyncStream:
 
     def _read(self) -> bytes:
         try:
-            with _translate(self._call.request):
+            with self._translate:
                 return next(self._chunks, b"")
         except GatewayConnectionError as exc:
             self.close()
@@ -224,7 +257,7 @@ class SyncGatewayClient(ClientBase):
 
     def _attempt(self, call: Call) -> Any:
         response = self._transport.send(call.request, stream=False)
-        with _translate(call.request):
+        with _Translate(call.request):
             body = response.content
         return call.handle(response.status_code, response.headers, body)
 
