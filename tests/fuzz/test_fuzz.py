@@ -20,7 +20,7 @@ import os
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from gatewayclient._core import END, NEED_DATA, Call, GatewayCore
@@ -54,13 +54,13 @@ if os.environ.get("GATEWAYCLIENT_FUZZ_DATABASE", "").lower() == "none":
 # The suite's 60 s per test is for the default size; an example takes 3-7 ms on a 2-core CI box.
 pytestmark = pytest.mark.timeout(60 + EXAMPLES // 20)
 
-# too_slow and data_too_large: the inputs are deliberately large (deep nesting, 5,000-digit
-# numbers, many pieces), so generating one takes longer and uses more entropy than hypothesis'
-# defaults expect; what is slow is the input, not the code under test.
+# too_slow only: some inputs are slow to build on purpose (nesting 3,000 deep, 5,000-digit
+# numbers), and on a loaded 2-core CI box their generation time, not the code under test, could
+# trip that check. data_too_large is not suppressed: it has never fired here.
 fuzz = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow],
     **_run_options,
 )
 
@@ -197,13 +197,22 @@ ANY = st.recursive(
 )
 
 
+# A wrong-typed field: flat, so that a shaped object stays cheap to generate.
+WRONG = st.one_of(
+    SCALAR,
+    RAW.map(Raw),
+    st.lists(SCALAR, max_size=2),
+    st.dictionaries(st.text(max_size=4), SCALAR, max_size=2),
+)
+
+
 def obj(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Dict[str, Any]]:
-    """A JSON object with any of these fields, each right-typed or any JSON value at all."""
-    return st.fixed_dictionaries({}, optional={k: v | ANY for k, v in fields.items()})
+    """A JSON object with any of these fields, each right-typed or of a wrong type."""
+    return st.fixed_dictionaries({}, optional={k: v | WRONG for k, v in fields.items()})
 
 
 def array(item: st.SearchStrategy[Any]) -> st.SearchStrategy[List[Any]]:
-    return st.lists(item | ANY, max_size=4)
+    return st.lists(item | WRONG, max_size=4)
 
 
 TEXT = st.text(max_size=12)
@@ -239,13 +248,13 @@ HEAD = {
 }
 COMPLETION = obj(
     object=st.just("chat.completion"),
-    choices=array(obj(index=INT, message=MESSAGE, finish_reason=FINISH, logprobs=ANY)),
+    choices=array(obj(index=INT, message=MESSAGE, finish_reason=FINISH, logprobs=WRONG)),
     usage=USAGE,
     **HEAD,
 )
 CHUNK = obj(
     object=st.just("chat.completion.chunk"),
-    choices=array(obj(index=INT, delta=DELTA, finish_reason=FINISH, logprobs=ANY)),
+    choices=array(obj(index=INT, delta=DELTA, finish_reason=FINISH, logprobs=WRONG)),
     usage=USAGE,
     **HEAD,
 )
@@ -276,7 +285,7 @@ ERROR_FIELDS = obj(
     retry_after_ms=INT | st.floats() | TEXT,
     param=TEXT,
 )
-ERROR_BODY = obj(error=ERROR_FIELDS | TEXT) | obj(detail=ANY) | obj(message=ANY)
+ERROR_BODY = obj(error=ERROR_FIELDS | TEXT) | obj(detail=WRONG) | obj(message=WRONG)
 SHAPED = st.one_of(
     COMPLETION, CHUNK, EMBEDDINGS, MODEL_LIST, PROVIDERS, PROVIDER_MODELS, ERROR_BODY
 )
@@ -459,9 +468,14 @@ def test_stream_state_takes_any_bytes(
 
 @fuzz
 @given(
-    chunks=st.lists(CHUNK, max_size=6),
+    chunks=st.lists(CHUNK, max_size=5),
     ending=st.sampled_from([b"data: [DONE]\n\n", b"", b"data: [DON"]),
     callers_stream_options=st.booleans(),
+)
+@example(  # found by fuzzing: to_dict() of deep JSON; a lazily read field's error
+    chunks=[{"object": Raw(_deep(600, 0)), "usage": TOKEN}],
+    ending=b"data: [DONE]\n\n",
+    callers_stream_options=True,
 )
 def test_stream_state_takes_any_chunk_shaped_json(
     chunks: List[Any], ending: bytes, callers_stream_options: bool
@@ -474,6 +488,7 @@ def test_stream_state_takes_any_chunk_shaped_json(
 
 @fuzz
 @given(status=STATUS, headers=HEADERS, body=BODY)
+@example(status=200, headers={"content-type": TOKEN}, body=b"{}")  # found by fuzzing
 def test_stream_call_head_checks_take_any_response(
     status: int, headers: Dict[str, str], body: bytes
 ) -> None:
@@ -547,6 +562,7 @@ MODELS = st.sampled_from(
 
 @fuzz
 @given(model=MODELS, text=(SHAPED | ANY).map(dump))
+@example(model=ChatCompletion, text=dump({"detail": Raw(_deep(498, 2))}))  # found by fuzzing
 def test_models_read_any_json(model: type[GatewayObject], text: str) -> None:
     try:
         data = json.loads(text)
