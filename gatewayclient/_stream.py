@@ -19,7 +19,14 @@ from .errors import (
     error_from_event,
     redact_error,
 )
-from .models import ChatCompletion, ChatCompletionChunk, ChoiceDelta, ChunkChoice, CompletionUsage
+from .models import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChoiceDelta,
+    ChunkChoice,
+    CompletionUsage,
+    wrap,
+)
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["END", "NEED_DATA", "StreamState"]
@@ -60,12 +67,15 @@ class _ChoiceParts:
         self.tools: Dict[int, Dict[str, Any]] = {}
         self.finish_reason: Optional[str] = None
 
-    def add(self, delta: Dict[str, Any]) -> None:
+    def add(self, delta: Dict[str, Any]) -> Optional[str]:
+        """Take one delta in; returns its text, if any."""
         content = delta.get("content")
         if type(content) is str:
             self.content.append(content)
             if len(delta) == 1:
-                return  # the common chunk: text only
+                return content  # the common chunk: text only
+        else:
+            content = None
         role = delta.get("role")
         if type(role) is str:
             self.role = role
@@ -78,6 +88,7 @@ class _ChoiceParts:
                 raise GatewayStreamError("a chunk's tool_calls is not a list")
             for position, call in enumerate(tool_calls):
                 self._add_tool_call(position, call)
+        return content
 
     def _add_tool_call(self, position: int, call: Any) -> None:
         if type(call) is not dict:
@@ -231,7 +242,7 @@ class StreamState:
             if type(choices) is not list:
                 raise GatewayStreamError("a chunk's choices is not a list")
             built = [self._add_choice(choice) for choice in choices]
-            self._pending.append(ChatCompletionChunk._from_json(obj, choices=built))
+            self._pending.append(wrap(ChatCompletionChunk, obj, {"choices": built}))
         elif usage is None or not self._hide_usage_chunk:
             self._pending.append(ChatCompletionChunk._from_json(obj))
         # else: the usage chunk this client asked for: recorded, not yielded
@@ -240,7 +251,9 @@ class StreamState:
         """Add one choice's delta to the answer, and build its typed form on the way."""
         if type(choice) is not dict:
             raise GatewayStreamError("a chunk's choice is not an object")
-        index = _index(choice.get("index"), 0)
+        index = choice.get("index", 0)
+        if type(index) is not int:
+            index = _index(index, 0)
         parts = self._choices.get(index)
         if parts is None:
             parts = self._choices[index] = _ChoiceParts()
@@ -252,8 +265,9 @@ class StreamState:
             return ChunkChoice._from_json(choice)
         if type(delta) is not dict:
             raise GatewayStreamError("a chunk's delta is not an object")
-        parts.add(delta)
-        return ChunkChoice._from_json(choice, delta=ChoiceDelta._from_json(delta))
+        content = parts.add(delta)
+        decoded = {"content": content} if content is not None else {}
+        return wrap(ChunkChoice, choice, {"delta": wrap(ChoiceDelta, delta, decoded)})
 
     def completion(self) -> ChatCompletion:
         """What has arrived so far as one ChatCompletion (the whole answer after the end)."""

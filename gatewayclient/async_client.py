@@ -6,9 +6,9 @@ import asyncio
 import ssl
 import threading
 import weakref
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from functools import partial
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Union
+from typing import Any, AsyncIterator, Dict, List, Optional, Union
 
 import aiohttp
 
@@ -28,19 +28,39 @@ from .models import (
 
 __all__ = ["AsyncGatewayClient", "AsyncStream"]
 
+_END_READS = 4  # reads allowed after [DONE] for the body to end before the connection is dropped
 
-@contextmanager
-def _translate(request: Request) -> Iterator[None]:
-    """aiohttp exceptions become gatewayclient's (timeouts first); cancellation passes through."""
-    where = request.label
-    try:
-        yield
-    except asyncio.TimeoutError as exc:
-        raise GatewayTimeoutError(f"{where} timed out") from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
-        raise GatewayConnectionError(f"{where} failed: {exc!r}") from exc
-    except aiohttp.ClientError as exc:
-        raise GatewayClientError(f"{where} failed: {exc!r}") from exc
+
+def _gateway_error(where: str, exc: BaseException) -> Optional[GatewayClientError]:
+    """The gatewayclient error for an aiohttp exception (timeouts first), or None."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return GatewayTimeoutError(f"{where} timed out")
+    if isinstance(
+        exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
+    ):
+        return GatewayConnectionError(f"{where} failed: {exc!r}")
+    if isinstance(exc, aiohttp.ClientError):
+        return GatewayClientError(f"{where} failed: {exc!r}")
+    return None
+
+
+class _Translate:
+    """``with _Translate(request):`` turns aiohttp exceptions into gatewayclient's; cancellation
+    passes through. A class, not a generator context manager: a stream enters it on every read."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, request: Request) -> None:
+        self.where = request.label
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
+        if exc is not None:
+            error = _gateway_error(self.where, exc)
+            if error is not None:
+                raise error from exc
 
 
 async def _session_keeper(session: aiohttp.ClientSession) -> AsyncIterator[None]:
@@ -106,7 +126,7 @@ class _Transport:
 
     async def send(self, request: Request) -> aiohttp.ClientResponse:
         session = await self.session()
-        with _translate(request):
+        with _Translate(request):
             return await session.request(
                 request.method, request.url, headers=request.headers, data=request.body,
                 timeout=self._timeout(request.timeout), proxy=self._config.proxy,
@@ -149,6 +169,7 @@ class AsyncStream:
         self._state = call.new_state()
         self._response: Optional[aiohttp.ClientResponse] = None
         self._cut: Optional[GatewayConnectionError] = None
+        self._translate = _Translate(call.request)
         self._opened = False
         self._closed = False
 
@@ -170,9 +191,23 @@ class AsyncStream:
             self._release()
             raise
         if item is END:
-            await self.aclose()
+            await self._end()
             raise StopAsyncIteration
         return item  # type: ignore[return-value]
+
+    async def _end(self) -> None:
+        """After [DONE]: read the body's end, so that its connection goes back to the pool."""
+        response = self._response
+        try:
+            with self._translate:
+                for _ in range(_END_READS):
+                    if response is None or not await response.content.readany():
+                        if response is not None:
+                            response.release()
+                        break
+        except GatewayClientError:
+            pass  # the answer is whole; a failure past its end costs only the connection
+        self._release()
 
     async def _connect(self) -> None:
         """One attempt: send, check the head, read up to the first chunk (all retryable)."""
@@ -183,7 +218,7 @@ class AsyncStream:
         self._response = response = await self._transport.send(self._call.request)
         try:
             if not self._call.accepts(response.status, response.headers):
-                with _translate(self._call.request):
+                with _Translate(self._call.request):
                     body = await response.read()
                 raise self._call.reject(response.status, response.headers, body)
             while not self._state.ready:
@@ -200,7 +235,7 @@ class AsyncStream:
             response = self._response
             if response is None:
                 return b""
-            with _translate(self._call.request):
+            with self._translate:
                 return await response.content.readany()
         except GatewayConnectionError as exc:
             unread = _unread(self._response)
@@ -256,7 +291,7 @@ class AsyncGatewayClient(ClientBase):
     async def _attempt(self, call: Call) -> Any:
         response = await self._transport.send(call.request)
         try:
-            with _translate(call.request):
+            with _Translate(call.request):
                 body = await response.read()
         finally:
             response.release()

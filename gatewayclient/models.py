@@ -192,6 +192,15 @@ class GatewayObject:
         return mixin.schema.__func__(cls, **kwargs)
 
 
+def wrap(cls: type[T], data: Dict[str, Any], decoded: Dict[str, Any]) -> T:
+    """``cls._from_json(data)`` for a ``data`` known to be a dict, with the fields in
+    ``decoded`` (taken over, not copied) already read: the stream path, per chunk."""
+    obj = cls.__new__(cls)
+    decoded["_raw"] = data
+    obj.__dict__ = decoded
+    return obj
+
+
 def _attach_json(obj: Any, data: Any) -> None:
     """Give an object built by dataclasses-json, and each model inside it, its JSON."""
     if not isinstance(obj, GatewayObject) or type(data) is not dict:

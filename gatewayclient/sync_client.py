@@ -32,6 +32,8 @@ from .models import (
 
 __all__ = ["SyncGatewayClient", "SyncStream"]
 
+_END_READS = 4  # reads allowed after [DONE] for the body to end before the connection is dropped
+
 
 def _gateway_error(where: str, exc: BaseException) -> Optional[GatewayClientError]:
     """The gatewayclient error for a requests or urllib3 exception (timeouts first), or None."""
@@ -186,9 +188,23 @@ class SyncStream:
             self.close()
             raise
         if item is END:
-            self.close()
+            self._end()
             raise StopIteration
         return item  # type: ignore[return-value]
+
+    def _end(self) -> None:
+        """After [DONE]: read the body's end, so that its connection goes back to the pool."""
+        response = self._response
+        try:
+            with self._translate:
+                for _ in range(_END_READS):
+                    if not next(self._chunks, b""):
+                        if response is not None:
+                            response.raw.release_conn()
+                        break
+        except GatewayClientError:
+            pass  # the answer is whole; a failure past its end costs only the connection
+        self.close()
 
     def _connect(self) -> None:
         """One attempt: send, check the head, read up to the first chunk (all retryable)."""

@@ -276,3 +276,21 @@ def test_chunks_that_arrive_before_a_cut_reach_a_slow_consumer(kind: str) -> Non
             twin.close()
     assert text_of(received) == "one two three"
     assert stream.completion().choices[0].message.content == "one two three"
+
+
+def test_consecutive_streams_reuse_one_connection(kind: str) -> None:
+    peers: List[Any] = []
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        return await write_pieces(request, PACED_EVENTS, pause=0.001)
+
+    with LoopbackServer([("POST", "/v1/chat/completions", stream)]) as server:
+        twin = Twin(kind, server.url, "t", timeout=5, max_retries=0)
+        try:
+            for _ in range(3):
+                assert text_of(twin.collect(twin.stream(MODEL, STORY))) == "Once upon a time"
+        finally:
+            twin.close()
+    assert len(peers) == 3 and len(set(peers)) == 1  # one kept-alive connection for all three
