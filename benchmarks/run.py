@@ -319,6 +319,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ):
         print(f"servers: {servers.kind} at {servers.api_url}; stream: aiohttp at "
               f"{servers.stream_url}", file=sys.stderr)  # fmt: skip
+        info = machine(servers)  # before the rounds: the commit measured, not a later one
         for case in cases:  # bytecode compiled, caches warm: nothing below pays first-run costs
             if case.kind == "import":
                 for client in available(case, with_openai):
@@ -329,7 +330,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for client in MEMORY_CLIENTS:
                 memory[client] = measure_memory(client, servers, args.quick)
                 print(f"memory {client}: {memory[client]}", file=sys.stderr, flush=True)
-        info = machine(servers)
+        info["load_average_1_5_15"] = [round(load, 2) for load in os.getloadavg()]
     summary = {case.name: summarize(case, samples[case.name]) for case in cases}
     checks = verdicts(cases, summary, memory)
     elapsed = time.monotonic() - started
