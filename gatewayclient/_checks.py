@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Dict, List, Tuple, Union
 
 from .config import check_timeout, header_problem
 from .errors import GatewayConfigError, GatewayValidationError
@@ -47,7 +48,9 @@ def check_model(model: Any) -> str:
 
 
 def check_messages(messages: Any) -> List[Dict[str, Any]]:
-    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+    if type(messages) is not list and (
+        isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence)
+    ):
         raise GatewayValidationError(
             "messages must be a list of {'role': ..., 'content': ...} mappings"
         )
@@ -55,9 +58,9 @@ def check_messages(messages: Any) -> List[Dict[str, Any]]:
         raise GatewayValidationError("messages must not be empty")
     checked = []
     for position, message in enumerate(messages):
-        if isinstance(message, GatewayObject):
+        if type(message) is not dict and isinstance(message, GatewayObject):
             message = message.to_dict()
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise GatewayValidationError(
                 f"messages[{position}] must be a mapping, got {type(message).__name__}"
             )

@@ -8,7 +8,7 @@ headers and body; for streams it feeds the received bytes to a ``StreamState``.
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
@@ -180,6 +180,7 @@ class GatewayCore:
             headers["Authorization"] = f"Bearer {config.auth_token}"
         headers = merge_headers(headers, config.default_headers)
         self._headers = headers
+        self._header_names = {name.lower(): name for name in headers}
 
     @property
     def retry(self) -> RetryPolicy:
@@ -199,7 +200,7 @@ class GatewayCore:
             data = encode_json(body)
             per_call += [
                 ("Content-Type", "application/json"),
-                ("Idempotency-Key", uuid.uuid4().hex),
+                ("Idempotency-Key", os.urandom(16).hex()),
             ]
         if body is not None and body.get("stream"):
             per_call += [
@@ -207,7 +208,7 @@ class GatewayCore:
                 ("Accept-Encoding", "identity"),  # a compressed stream arrives in bursts
                 ("Cache-Control", "no-cache"),
             ]
-        headers = merge_headers(self._headers, [*per_call, *extra.items()])
+        headers = merge_headers(self._headers, [*per_call, *extra.items()], self._header_names)
         url = self.config.api_root + path
         return Request(
             method,

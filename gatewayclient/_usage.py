@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 __all__ = ["UsageTotals", "UsageTracker"]
 
 
-def _count(usage: Any, key: str) -> int:
-    value = usage.get(key) if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+def _counts(usage: Any) -> Tuple[int, int, int]:
+    """prompt, completion and total tokens of an answer's usage; anything odd counts 0."""
+    if type(usage) is not dict:
+        return 0, 0, 0
+    return (
+        _count(usage.get("prompt_tokens")),
+        _count(usage.get("completion_tokens")),
+        _count(usage.get("total_tokens")),
+    )
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -23,14 +33,6 @@ class UsageTotals:
     total_tokens: int = 0
     requests: int = 0
 
-    def add(self, usage: Any) -> UsageTotals:
-        return UsageTotals(
-            self.prompt_tokens + _count(usage, "prompt_tokens"),
-            self.completion_tokens + _count(usage, "completion_tokens"),
-            self.total_tokens + _count(usage, "total_tokens"),
-            self.requests + 1,
-        )
-
 
 class UsageTracker:
     """``client.usage``: ``total`` and ``by_model[model]``, updated by every completed call.
@@ -41,30 +43,38 @@ class UsageTracker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._total = UsageTotals()
-        self._by_model: Dict[str, UsageTotals] = {}
+        self._total = [0, 0, 0, 0]
+        self._by_model: Dict[str, List[int]] = {}
 
     def record(self, model: str, usage: Any) -> None:
+        prompt, completion, total = _counts(usage)
         with self._lock:
-            self._total = self._total.add(usage)
-            self._by_model[model] = self._by_model.get(model, UsageTotals()).add(usage)
+            row = self._by_model.get(model)
+            if row is None:
+                row = self._by_model[model] = [0, 0, 0, 0]
+            for counters in (self._total, row):
+                counters[0] += prompt
+                counters[1] += completion
+                counters[2] += total
+                counters[3] += 1
 
     @property
     def total(self) -> UsageTotals:
-        return self._total
+        with self._lock:
+            return UsageTotals(*self._total)
 
     @property
     def by_model(self) -> Dict[str, UsageTotals]:
         with self._lock:
-            return dict(self._by_model)
+            return {model: UsageTotals(*row) for model, row in self._by_model.items()}
 
     def reset(self) -> None:
         with self._lock:
-            self._total = UsageTotals()
+            self._total = [0, 0, 0, 0]
             self._by_model = {}
 
     def __repr__(self) -> str:
-        total = self._total
+        total = self.total
         return (
             f"UsageTracker(requests={total.requests}, prompt_tokens={total.prompt_tokens}, "
             f"completion_tokens={total.completion_tokens}, total_tokens={total.total_tokens})"

@@ -8,7 +8,7 @@ import threading
 import weakref
 from contextlib import suppress
 from functools import partial
-from typing import Any, AsyncIterator, Dict, List, Optional, Union
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, Union
 
 import aiohttp
 
@@ -63,7 +63,9 @@ class _Translate:
                 raise error from exc
 
 
-async def _session_keeper(session: aiohttp.ClientSession) -> AsyncIterator[None]:
+async def _session_keeper(
+    session: aiohttp.ClientSession, forget: Callable[[], None]
+) -> AsyncIterator[None]:
     # An async generator started inside the loop is registered with it, and asyncio.run() (like
     # every well-behaved runner) closes such generators before it closes the loop: the session is
     # then closed inside its own loop, with no "Unclosed client session" and no "Event loop is
@@ -71,6 +73,7 @@ async def _session_keeper(session: aiohttp.ClientSession) -> AsyncIterator[None]
     try:
         yield
     finally:
+        forget()  # the session holds its loop: an entry left behind would keep both alive
         await session.close()
 
 
@@ -95,10 +98,14 @@ class _Transport:
             weakref.WeakKeyDictionary()
         )
         self._timeouts: Dict[Optional[float], aiohttp.ClientTimeout] = {}
+        self._last: Optional[Tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = None
         self._ssl = tls
 
     async def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
+        last = self._last  # the common case: the loop of the previous call
+        if last is not None and last[0] is loop and not last[1].closed:
+            return last[1]
         pool = self._pools.get(loop)
         if pool is None or pool.session.closed:
             connector = aiohttp.TCPConnector(limit=self._config.max_connections, ssl=self._ssl)
@@ -110,12 +117,21 @@ class _Transport:
             # aiohttp offers no public switch for this.
             if hasattr(session, "_retry_connection"):
                 session._retry_connection = False
-            keeper = _session_keeper(session)
+            keeper = _session_keeper(session, partial(self._forget, loop, session))
             await keeper.__anext__()  # runs to its yield at once: no other task interleaves
             pool = _Pool(session, keeper)
             with self._lock:
                 self._pools[loop] = pool
+        self._last = (loop, pool.session)
         return pool.session
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+        with self._lock:
+            pool = self._pools.get(loop)
+            if pool is not None and pool.session is session:
+                del self._pools[loop]
+            if self._last is not None and self._last[1] is session:
+                self._last = None
 
     def _timeout(self, seconds: Optional[float]) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
@@ -136,6 +152,7 @@ class _Transport:
         with self._lock:
             pools = list(self._pools.items())
             self._pools.clear()
+            self._last = None
         current = asyncio.get_running_loop()
         for loop, pool in pools:
             if loop is current:

@@ -134,3 +134,26 @@ def test_async_client_lifecycle_emits_no_warning(gateway_server: FakeGateway, ca
         "Exception ignored",
     ):
         assert needle not in result.stderr, result.stderr
+
+
+def test_a_client_used_from_many_event_loops_keeps_no_dead_loop(
+    gateway_server: FakeGateway,
+) -> None:
+    import asyncio
+    import gc
+    import weakref
+
+    from gatewayclient import AsyncGatewayClient
+
+    client = AsyncGatewayClient(gateway_server.url, gateway_server.token)
+    loops = []
+
+    async def use() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await client.list_models()
+
+    for _ in range(5):
+        asyncio.run(use())
+    gc.collect()
+    assert [ref() for ref in loops] == [None] * 5  # every finished loop could be freed
+    assert len(client._transport._pools) == 0
