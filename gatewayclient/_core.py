@@ -147,10 +147,11 @@ class StreamCall:
         if isinstance(data, dict) and "error" in data:
             return error_from_event(data, headers, secret=self.secret)
         content_type = headers.get("content-type", "")
-        return GatewayStreamError(
+        error = GatewayStreamError(
             f"expected an event stream, got {content_type or 'no content type'}",
             status_code=status,
         )
+        return redact_error(error, self.secret)  # header text may echo the token
 
 
 def decode_json(body: bytes) -> Any:
