@@ -352,6 +352,11 @@ def test_a_stream_cut_midway_ends_the_line_then_one_error_line(
 
 
 def test_ctrl_c_during_a_stream_exits_130_quietly(gw: FakeGateway) -> None:
+    with FakeGateway() as own:  # its own gateway: no other request can take the scripted stall
+        ctrl_c_during_a_stream(own)
+
+
+def ctrl_c_during_a_stream(gw: FakeGateway) -> None:
     gw.stall(20, when="mid_stream", after=2)
     environ = {**os.environ, "PLATFORM_API_URL": gw.url, "AUTH_TOKEN": gw.token}
     proc = subprocess.Popen(
@@ -368,6 +373,7 @@ def test_ctrl_c_during_a_stream_exits_130_quietly(gw: FakeGateway) -> None:
             proc.kill()
             proc.communicate()
     assert (proc.returncode, out, err) == (130, "\n", "")
+    assert [r.path for r in gw.requests] == ["/v1/chat/completions"]
 
 
 def test_keyboard_interrupt_exits_130_quietly(
