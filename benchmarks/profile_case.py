@@ -103,7 +103,9 @@ def profile(case: Case, client: str, url: str, n: int) -> Tuple[float, pstats.St
     return cpu, pstats.Stats(profiler)
 
 
-def report(client: str, cpu: float, stats: pstats.Stats, units: int, top: int) -> None:
+def report(
+    client: str, cpu: float, stats: pstats.Stats, units: int, top: int, package: str = ""
+) -> None:
     raw: Dict[Key, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(entry[2] for entry in raw.values())
     scale = 1e6 / units
@@ -122,6 +124,11 @@ def report(client: str, cpu: float, stats: pstats.Stats, units: int, top: int) -
         rows.append((own * scale, cumulative * scale, calls / units, label))
     for own, cumulative, calls, label in sorted(rows, reverse=True)[:top]:
         print(f"    {own:9.2f} {cumulative:9.2f} {calls:7.2f}  {label}")
+    if package:
+        print(f"  {package} functions by cumulative time (own, cumulative µs/unit, calls/unit):")
+        mine = [row for row in rows if row[3].startswith(package + "/")]
+        for own, cumulative, calls, label in sorted(mine, key=lambda row: -row[1])[:top]:
+            print(f"    {own:9.2f} {cumulative:9.2f} {calls:7.2f}  {label}")
 
 
 def main() -> None:
@@ -131,6 +138,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, help="calls to profile (default: the case's N / 4)")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--package", default="gatewayclient", help="also list its functions")
     args = parser.parse_args()
     case = next(case for case in CASES if case.name == args.case)
     n = args.n or max(1, case.n // 4)
@@ -143,7 +151,7 @@ def main() -> None:
         print(f"{case.name}: {n} calls, {units} units; server {servers.kind}", file=sys.stderr)
         for client in args.clients:
             cpu, stats = profile(case, client, url, n)
-            report(client, cpu, stats, units, args.top)
+            report(client, cpu, stats, units, args.top, args.package)
 
 
 if __name__ == "__main__":
