@@ -27,9 +27,13 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 _ROLE_NAMES = ", ".join(sorted(ROLES))
 
 
+# One encoder for every request: json.dumps with options would build a new one on each call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def encode_json(body: Dict[str, Any]) -> bytes:
     try:
-        text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODE(body)
     except (TypeError, ValueError) as exc:
         raise GatewayValidationError(f"the request cannot be sent as JSON: {exc}") from exc
     return text.encode("utf-8")

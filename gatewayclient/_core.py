@@ -181,7 +181,19 @@ class GatewayCore:
             headers["Authorization"] = f"Bearer {config.auth_token}"
         headers = merge_headers(headers, config.default_headers)
         self._headers = headers
-        self._header_names = {name.lower(): name for name in headers}
+        # The header sets of a JSON POST and of a stream, merged once (names match whatever
+        # their case); each call copies one and sets its own Idempotency-Key.
+        post = [("Content-Type", "application/json"), ("Idempotency-Key", "")]
+        self._json_headers = merge_headers(headers, post)
+        self._stream_headers = merge_headers(
+            headers,
+            [
+                *post,
+                ("Accept", "text/event-stream"),
+                ("Accept-Encoding", "identity"),  # a compressed stream arrives in bursts
+                ("Cache-Control", "no-cache"),
+            ],
+        )
 
     @property
     def retry(self) -> RetryPolicy:
@@ -194,22 +206,17 @@ class GatewayCore:
         body: Optional[Dict[str, Any]] = None,
         params: Optional[Dict[str, Any]] = None,
     ) -> Request:
-        extra, timeout = call_options(params if params is not None else {})
+        extra, timeout = call_options(params) if params else ({}, None)
         data = None
-        per_call: List[Tuple[str, str]] = []
+        headers = self._headers
         if body is not None:
             data = encode_json(body)
-            per_call += [
-                ("Content-Type", "application/json"),
-                ("Idempotency-Key", os.urandom(16).hex()),
-            ]
-        if body is not None and body.get("stream"):
-            per_call += [
-                ("Accept", "text/event-stream"),
-                ("Accept-Encoding", "identity"),  # a compressed stream arrives in bursts
-                ("Cache-Control", "no-cache"),
-            ]
-        headers = merge_headers(self._headers, [*per_call, *extra.items()], self._header_names)
+            headers = dict(self._stream_headers if body.get("stream") else self._json_headers)
+            headers["Idempotency-Key"] = os.urandom(16).hex()
+        if extra:
+            headers = merge_headers(headers, extra.items())
+        elif body is None:
+            headers = dict(headers)
         url = self.config.api_root + path
         return Request(
             method,

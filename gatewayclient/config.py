@@ -189,15 +189,10 @@ def header_problem(headers: object) -> Optional[str]:
     return None
 
 
-def merge_headers(
-    base: Dict[str, str],
-    extra: Iterable[Tuple[str, str]],
-    base_names: Optional[Dict[str, str]] = None,
-) -> Dict[str, str]:
-    """``base`` updated by ``extra``, one header per name whatever its case; ``extra`` wins.
-    ``base_names`` (lower-case name to name in ``base``) may be given when computed once."""
+def merge_headers(base: Dict[str, str], extra: Iterable[Tuple[str, str]]) -> Dict[str, str]:
+    """``base`` updated by ``extra``, one header per name whatever its case; ``extra`` wins."""
     merged = dict(base)
-    names = {name.lower(): name for name in merged} if base_names is None else dict(base_names)
+    names = {name.lower(): name for name in merged}
     for name, value in extra:
         key = name.lower()
         previous = names.get(key)

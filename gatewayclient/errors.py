@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import html
 import http
 import json
 import math
@@ -370,6 +369,8 @@ def _summarize(text: str) -> str:
     text = text[:_SCAN_LIMIT]
     if "<" in text and re.search(r"<(?:!doctype|html|head|body|title)\b", text, re.IGNORECASE):
         title = _TITLE.search(text)
+        import html  # only on this error path: it costs import time
+
         text = html.unescape(
             title.group(1) if title and title.group(1).strip() else _TAG.sub(" ", text)
         )
