@@ -362,6 +362,9 @@ def ctrl_c_during_a_stream(gw: FakeGateway) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gatewayclient", "chat", "Hello"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+        # A background job inherits SIGINT ignored, and Python then installs no handler: give
+        # the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
