@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .config import check_timeout, header_problem
 from .errors import GatewayConfigError, GatewayValidationError
@@ -20,7 +20,6 @@ __all__ = [
     "check_provider",
     "check_sampling",
     "encode_json",
-    "take_options",
 ]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -113,13 +112,10 @@ def check_provider(provider: Any) -> str:
     return provider
 
 
-def take_options(params: Dict[str, Any]) -> Dict[str, Any]:
-    """The keywords that are not body fields: extra_headers and timeout."""
-    return {key: params.pop(key) for key in ("extra_headers", "timeout") if key in params}
-
-
-def call_options(params: Dict[str, Any]) -> Tuple[Dict[str, str], Any]:
-    """Pop the two keywords that are not body fields: extra_headers and timeout."""
+def call_options(params: Dict[str, Any]) -> Tuple[Dict[str, str], Optional[float]]:
+    """Pop and check the two keywords that are not body fields: extra_headers and timeout."""
+    if "extra_headers" not in params and "timeout" not in params:
+        return {}, None
     extra = params.pop("extra_headers", None) or {}
     problem = header_problem(extra)
     if problem:

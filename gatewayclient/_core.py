@@ -20,9 +20,8 @@ from ._checks import (
     check_provider,
     check_sampling,
     encode_json,
-    take_options,
 )
-from ._stream import END, NEED_DATA, StreamState
+from ._stream import END, END_READS, NEED_DATA, StreamState
 from ._usage import UsageTotals, UsageTracker
 from ._version import __version__
 from .config import ClientConfig, RetryPolicy, merge_headers
@@ -39,6 +38,7 @@ from .models import ChatCompletion, EmbeddingResponse, ModelList, ProviderModels
 
 __all__ = [
     "END",
+    "END_READS",
     "NEED_DATA",
     "Call",
     "GatewayCore",
@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 _FALLBACK_STATUSES = (404, 405)
+Options = Tuple[Dict[str, str], Optional[float]]  # a call's extra_headers and timeout
 
 
 class Request:
@@ -204,9 +205,9 @@ class GatewayCore:
         method: str,
         path: str,
         body: Optional[Dict[str, Any]] = None,
-        params: Optional[Dict[str, Any]] = None,
+        options: Options = ({}, None),
     ) -> Request:
-        extra, timeout = call_options(params) if params else ({}, None)
+        extra, timeout = options
         data = None
         headers = self._headers
         if body is not None:
@@ -235,10 +236,10 @@ class GatewayCore:
         max_tokens: Any,
         top_p: Any,
         params: Dict[str, Any],
-    ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    ) -> Tuple[Dict[str, Any], Options]:
         body: Dict[str, Any] = {"model": check_model(model), "messages": check_messages(messages)}
         check_sampling(temperature, max_tokens, top_p)
-        options = take_options(params)
+        options = call_options(params)
         if "stream" in params:
             raise GatewayValidationError(
                 "pass no 'stream' argument: use chat_completion() or stream_chat_completion()"
@@ -280,7 +281,7 @@ class GatewayCore:
         )
 
     def embeddings(self, model: Any, input: Any, params: Dict[str, Any]) -> Call:
-        options = take_options(params)
+        options = call_options(params)
         body: Dict[str, Any] = {"model": check_model(model), "input": check_input(input)}
         body.update((key, value) for key, value in params.items() if value is not None)
         request = self._request("POST", "/embeddings", body, options)

@@ -29,7 +29,7 @@ from .models import (
 )
 from .sse import ServerSentEvent, SSEDecoder
 
-__all__ = ["END", "NEED_DATA", "StreamState"]
+__all__ = ["END", "END_READS", "NEED_DATA", "StreamState"]
 
 
 class _Signal:
@@ -43,6 +43,7 @@ class _Signal:
 
 
 NEED_DATA = _Signal("NEED_DATA")
+END_READS = 4  # reads allowed after [DONE] for the body to end before its connection is dropped
 END = _Signal("END")
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
 

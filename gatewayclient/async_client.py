@@ -14,7 +14,7 @@ import aiohttp
 
 from . import retry
 from ._base import ClientBase
-from ._core import END, NEED_DATA, Call, Request, StreamCall
+from ._core import END, END_READS, NEED_DATA, Call, Request, StreamCall
 from .config import ClientConfig, RetryPolicy
 from .errors import GatewayClientError, GatewayConnectionError, GatewayTimeoutError
 from .models import (
@@ -27,8 +27,6 @@ from .models import (
 )
 
 __all__ = ["AsyncGatewayClient", "AsyncStream"]
-
-_END_READS = 4  # reads allowed after [DONE] for the body to end before the connection is dropped
 
 
 def _gateway_error(where: str, exc: BaseException) -> Optional[GatewayClientError]:
@@ -217,7 +215,7 @@ class AsyncStream:
         response = self._response
         try:
             with self._translate:
-                for _ in range(_END_READS):
+                for _ in range(END_READS):
                     if response is None or not await response.content.readany():
                         if response is not None:
                             response.release()

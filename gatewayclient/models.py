@@ -92,10 +92,9 @@ class GatewayObject:
     _decoders: ClassVar[Dict[str, Optional[_Decoder]]]
 
     @classmethod
-    def _from_json(cls: type[T], data: Any, **decoded: Any) -> T:
-        """Wrap one decoded JSON object without copying it; nested fields decode on first read,
-        except those the caller already ``decoded`` (the stream state builds choices as it
-        reads them)."""
+    def _from_json(cls: type[T], data: Any) -> T:
+        """Wrap one decoded JSON object without copying it; nested fields decode on first read
+        (``wrap`` is the stream path's variant, for fields already decoded)."""
         if type(data) is not dict:
             # No body: this may run on a lazy read, far from any place that could scrub the token.
             raise GatewayResponseError(
@@ -103,8 +102,6 @@ class GatewayObject:
             )
         obj = cls.__new__(cls)
         obj._raw = data
-        if decoded:
-            obj.__dict__.update(decoded)
         return obj
 
     if not typing.TYPE_CHECKING:

@@ -13,7 +13,7 @@ import urllib3.exceptions
 
 from . import retry
 from ._base import ClientBase
-from ._core import END, NEED_DATA, Call, Request, StreamCall
+from ._core import END, END_READS, NEED_DATA, Call, Request, StreamCall
 from .config import ClientConfig, RetryPolicy
 from .errors import (
     GatewayClientError,
@@ -31,8 +31,6 @@ from .models import (
 )
 
 __all__ = ["SyncGatewayClient", "SyncStream"]
-
-_END_READS = 4  # reads allowed after [DONE] for the body to end before the connection is dropped
 
 
 def _gateway_error(where: str, exc: BaseException) -> Optional[GatewayClientError]:
@@ -197,7 +195,7 @@ class SyncStream:
         response = self._response
         try:
             with self._translate:
-                for _ in range(_END_READS):
+                for _ in range(END_READS):
                     if not next(self._chunks, b""):
                         if response is not None:
                             response.raw.release_conn()
