@@ -80,7 +80,7 @@ def main(argv=None):
             print(f"timed out after {args.timeout:g} s per attempt", file=sys.stderr)
             return 69
         except GatewayConnectionError as exc:  # refused, reset, dropped
-            print(f"cannot reach the gateway: {exc}", file=sys.stderr)
+            print(exc, file=sys.stderr)  # "cannot connect to the gateway at ...: ..."
             return 69
         except GatewayValidationError as exc:  # bad arguments; nothing was sent
             print(f"invalid request: {exc}", file=sys.stderr)

@@ -28,7 +28,7 @@ import json
 import math
 import re
 import time
-from typing import Any, ClassVar, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 __all__ = [
     "GatewayAuthError",
@@ -56,7 +56,9 @@ __all__ = [
 class GatewayClientError(Exception):
     """Base of every gatewayclient error; also any HTTP status without a class of its own."""
 
-    retryable: ClassVar[bool] = False
+    # A class's default; an instance may say otherwise (a TLS certificate that failed
+    # verification is a connection error that no retry can mend).
+    retryable: bool = False
 
     def __init__(
         self,

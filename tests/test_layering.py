@@ -16,7 +16,18 @@ import gatewayclient
 PACKAGE_DIR = Path(gatewayclient.__file__).parent
 PACKAGE = "gatewayclient"
 
-SANS_IO = ["errors", "config", "models", "sse", "_checks", "_core", "_stream", "_usage", "_version"]
+SANS_IO = [
+    "errors",
+    "config",
+    "models",
+    "sse",
+    "_checks",
+    "_core",
+    "_failures",
+    "_stream",
+    "_usage",
+    "_version",
+]
 IO_LIBRARIES = ["requests", "urllib3", "aiohttp", "tenacity", "asyncio", "socket", "ssl"]
 CLIENT_MODULES = {f"{PACKAGE}.sync_client", f"{PACKAGE}.async_client"}
 CLIENT_NAMES = {
@@ -46,11 +57,14 @@ RANKS = {
     "models": 1,
     "sse": 1,
     "_usage": 1,
+    "_failures": 1,  # the words of transport failures, for both transports
     "_checks": 2,  # call arguments, checked before a request exists
     "_stream": 2,
     "retry": 2,
     "_core": 3,
     "_base": 4,  # what the two clients share beyond the core
+    "_sync_transport": 4,  # requests and urllib3: the session, the pool, their exceptions
+    "_async_transport": 4,  # aiohttp: sessions per loop, bounded waits, its exceptions
     "sync_client": 5,
     "async_client": 5,
     "gateway_client": 6,
@@ -187,18 +201,22 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
     ("libraries", "allowed"),
     [
         (["tenacity"], lambda module: module == f"{PACKAGE}.retry"),
-        (["requests", "urllib3"], lambda module: module == f"{PACKAGE}.sync_client"),
+        (
+            ["requests", "urllib3"],
+            lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
+        ),
         (
             ["aiohttp"],
             lambda module: (
-                module == f"{PACKAGE}.async_client" or module.startswith(f"{PACKAGE}.testing")
+                module in (f"{PACKAGE}.async_client", f"{PACKAGE}._async_transport")
+                or module.startswith(f"{PACKAGE}.testing")
             ),
         ),
     ],
     ids=[
         "tenacity-only-in-retry",
-        "requests-only-in-sync-client",
-        "aiohttp-only-async-and-testing",
+        "requests-only-in-the-sync-client-and-its-transport",
+        "aiohttp-only-in-the-async-client-its-transport-and-testing",
     ],
 )
 def test_each_library_has_its_one_home(libraries: list[str], allowed: object) -> None:

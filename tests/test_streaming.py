@@ -279,6 +279,8 @@ def test_chunks_that_arrive_before_a_cut_reach_a_slow_consumer(kind: str) -> Non
 
 
 def test_consecutive_streams_reuse_one_connection(kind: str) -> None:
+    """The server ends each body a millisecond after [DONE] (a separate write, as uvicorn and
+    aiohttp do); by the caller's next request the end has arrived, and the connection is reused."""
     peers: List[Any] = []
 
     async def stream(request: web.Request) -> web.StreamResponse:
@@ -291,6 +293,61 @@ def test_consecutive_streams_reuse_one_connection(kind: str) -> None:
         try:
             for _ in range(3):
                 assert text_of(twin.collect(twin.stream(MODEL, STORY))) == "Once upon a time"
+                time.sleep(0.05)  # the caller uses the answer before asking again
         finally:
             twin.close()
     assert len(peers) == 3 and len(set(peers)) == 1  # one kept-alive connection for all three
+
+
+def test_a_body_that_ends_with_done_is_reused_at_once(kind: str) -> None:
+    """A body of known length that ends with [DONE]: its end has arrived with [DONE], and the
+    very next request reuses the connection."""
+    peers: List[Any] = []
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        body = b"".join(PACED_EVENTS)
+        return web.Response(body=body, headers={"Content-Type": "text/event-stream"})
+
+    with LoopbackServer([("POST", "/v1/chat/completions", stream)]) as server:
+        twin = Twin(kind, server.url, "t", timeout=5, max_retries=0)
+        try:
+            for _ in range(3):
+                assert text_of(twin.collect(twin.stream(MODEL, STORY))) == "Once upon a time"
+        finally:
+            twin.close()
+    assert len(peers) == 3 and len(set(peers)) == 1
+
+
+def test_a_stream_ends_at_done_when_the_server_keeps_the_body_open(kind: str) -> None:
+    """After [DONE] the server sends keep-alive comments and never ends the body: iteration
+    ends at once all the same, and the next request drops that connection for a new one."""
+    peers: List[Any] = []
+    gone = asyncio.Event()
+
+    async def never_ends(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(PACED_EVENTS))
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                await response.write(b": still here\n\n")
+        except (ConnectionError, RuntimeError):
+            gone.set()  # the client dropped the connection
+        return response
+
+    with LoopbackServer([("POST", "/v1/chat/completions", never_ends)]) as server:
+        twin = Twin(kind, server.url, "t", timeout=None, max_retries=0)
+        try:
+            started = time.monotonic()
+            assert text_of(twin.collect(twin.stream(MODEL, STORY))) == "Once upon a time"
+            assert time.monotonic() - started < 1.0  # not 4 x timeout, not forever
+            assert text_of(twin.collect(twin.stream(MODEL, STORY))) == "Once upon a time"
+            assert time.monotonic() - started < 2.0
+        finally:
+            twin.close()
+    assert len(peers) == 2 and peers[0] != peers[1]

@@ -1,0 +1,361 @@
+"""The async client's transport on aiohttp: one session per event loop, bounded waits for
+everything (connect, a free connection, each write, each read), and the one place where aiohttp
+exceptions become ours."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import weakref
+from functools import partial
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, Union
+
+import aiohttp
+import aiohttp.http_exceptions
+import aiohttp.payload
+
+from ._core import Request
+from ._failures import MAX_REDIRECTS, Failure, failure_error, head_defect, os_reason
+from .config import ClientConfig
+
+__all__ = ["Transport", "Translate", "unread"]
+
+_WRITE_PIECE = 65536  # a body larger than this is written piece by piece, each write bounded
+_TIMEOUTS_KEPT = 64  # distinct per-call timeouts kept built (a deadline's remainder varies)
+
+
+class _WriteTimeout(asyncio.TimeoutError):
+    """The gateway took none of the request body for the call's timeout."""
+
+
+def _os_failure(kind: str, error: Optional[BaseException]) -> Failure:
+    return Failure(kind, reason=os_reason(error.errno if isinstance(error, OSError) else None))
+
+
+def _proxy_failure(exc: BaseException, proxy: Optional[str]) -> Failure:
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        status = exc.status
+        kind = "proxy_refused" if 400 <= status < 500 else "proxy"
+        return Failure(kind, status=status, proxy=proxy, reason=f"the proxy answered {status}")
+    failure = _os_failure("proxy", getattr(exc, "os_error", exc))
+    return Failure("proxy", reason=failure.reason, proxy=proxy)
+
+
+def _head_defect(exc: aiohttp.ClientResponseError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.http_exceptions.LineTooLong):
+        return "a line of its head is too long"
+    if isinstance(cause, aiohttp.http_exceptions.BadStatusLine):
+        return "its status line is not HTTP"
+    if "Too many headers" in exc.message:  # only aiohttp's own words are looked at
+        return "more than 100 headers"
+    if "Content-Length" in exc.message:
+        return "its Content-Length is not one number"
+    return "its head cannot be read"
+
+
+def _connector_failure(exc: aiohttp.ClientConnectorError, proxy: Optional[str]) -> Failure:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        verify = getattr(exc.certificate_error, "verify_message", None)
+        return Failure("tls_verify", reason=verify or "not trusted")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return _proxy_failure(exc, proxy)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Failure("dns")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        reason = getattr(exc.os_error, "reason", None)
+        return Failure("tls", reason=str(reason or "a TLS error"))
+    return _os_failure("connect", exc.os_error)
+
+
+def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float]) -> Any:
+    """The Failure that an aiohttp exception (or an OSError or timeout under it) stands for;
+    None for anything else: cancellation and bugs surface as themselves."""
+    if isinstance(exc, _WriteTimeout):
+        return Failure("write_timeout", seconds=timeout)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return Failure("connect_timeout", seconds=timeout)
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's SocketTimeoutError among them
+        return Failure("read_timeout", seconds=timeout)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _connector_failure(exc, proxy)
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return Failure("tls_verify", reason="the certificate's fingerprint does not match")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if isinstance(exc.__cause__, aiohttp.http_exceptions.ContentEncodingError):
+            return Failure("decode", reason="corrupt data")
+        return Failure("dropped", reason="the body was cut short")
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return _proxy_failure(exc, proxy)
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return Failure("redirects")
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return Failure("redirect_target")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return Failure("malformed", reason=_head_defect(exc))
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return Failure("dropped", reason="the gateway closed the connection")
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        return _os_failure("dropped", exc)
+    if isinstance(exc, aiohttp.ClientError):
+        return Failure("other", reason=type(exc).__name__)
+    return None
+
+
+class Translate:
+    """``with Translate(request, proxy):`` turns aiohttp exceptions into gatewayclient's;
+    cancellation passes through. A class, not a generator context manager: a stream enters it
+    on every read."""
+
+    __slots__ = ("proxy", "request")
+
+    def __init__(self, request: Request, proxy: Optional[str]) -> None:
+        self.request = request
+        self.proxy = proxy
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
+        if exc is not None:
+            failure = classify(exc, self.proxy, self.request.timeout)
+            if failure is not None:
+                request = self.request
+                raise failure_error(failure, request.label, request.url) from exc
+
+
+class _TimedBody(aiohttp.payload.BytesPayload):
+    """A large request body written in pieces, each write bounded by the call's timeout: aiohttp
+    bounds reads, but would wait forever on a gateway that stops reading an upload."""
+
+    def __init__(self, value: bytes, seconds: float) -> None:
+        super().__init__(value)
+        self._seconds = seconds
+
+    async def write_with_length(self, writer: Any, content_length: Optional[int]) -> None:
+        view = memoryview(self._value)
+        if content_length is not None:
+            view = view[:content_length]
+        for start in range(0, len(view), _WRITE_PIECE):
+            try:
+                await asyncio.wait_for(
+                    writer.write(view[start : start + _WRITE_PIECE]), self._seconds
+                )
+            except asyncio.TimeoutError:
+                raise _WriteTimeout() from None
+
+    async def write(self, writer: Any) -> None:
+        await self.write_with_length(writer, None)
+
+
+async def _session_keeper(
+    session: aiohttp.ClientSession, forget: Callable[[], None]
+) -> AsyncIterator[None]:
+    # An async generator started inside the loop is registered with it, and asyncio.run() (like
+    # every well-behaved runner) closes such generators before it closes the loop: the session is
+    # then closed inside its own loop, with no "Unclosed client session" and no "Event loop is
+    # closed", even when the caller never closes the client.
+    try:
+        yield
+    finally:
+        forget()  # the session holds its loop: an entry left behind would keep both alive
+        await session.close()
+
+
+class _Pool:
+    """One loop's session, and the streams of that loop parked after ``[DONE]``."""
+
+    __slots__ = ("keeper", "parked", "session")
+
+    def __init__(self, session: aiohttp.ClientSession, keeper: AsyncIterator[None]) -> None:
+        self.session = session
+        self.keeper = keeper
+        self.parked: List[aiohttp.ClientResponse] = []
+
+    def reap(self) -> None:
+        """Close what parked streams still hold: a body whose end had arrived has already
+        given its connection back (aiohttp does so at the end of the body)."""
+        parked, self.parked = self.parked, []
+        for response in parked:
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
+
+    async def aclose(self) -> None:
+        self.reap()
+        await self.keeper.aclose()  # type: ignore[attr-defined]
+
+    def close_dead(self) -> None:
+        """Close this pool after its loop was closed without shutting its generators down
+        (``new_event_loop()`` ... ``close()``): no loop can run the keeper, so its sockets are
+        closed here and the keeper is driven to its end by hand."""
+        parked, self.parked = self.parked, []
+        for response in parked:
+            response.close()  # on a closed loop this only marks it closed
+        connector = self.session.connector
+        if connector is not None:
+            for protocol in _protocols(connector):
+                _close_socket(getattr(protocol, "transport", None))
+        closing = self.keeper.aclose()  # type: ignore[attr-defined]
+        try:
+            closing.send(None)  # runs to its end at once: nothing in it waits on a closed loop
+        except StopIteration:
+            return
+        closing.close()
+
+
+def _protocols(connector: aiohttp.BaseConnector) -> List[Any]:
+    # aiohttp has no public list of its connections; these two hold every one of them.
+    idle = getattr(connector, "_conns", {})
+    acquired = getattr(connector, "_acquired", ())
+    return [protocol for entries in idle.values() for protocol, _ in entries] + list(acquired)
+
+
+def _close_socket(transport: Any) -> None:
+    # A transport of a closed loop cannot close itself (it would schedule its own cleanup on that
+    # loop); its socket is closed directly, and forgotten so that it is not warned about later.
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    for candidate in (transport, inner):
+        sock = getattr(candidate, "_sock", None)
+        if candidate is not None and sock is not None:
+            sock.close()
+            candidate._sock = None
+
+
+class Transport:
+    """One aiohttp session per event loop, created lazily inside that loop."""
+
+    def __init__(self, config: ClientConfig, tls: Union[bool, ssl.SSLContext]) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._timeouts: Dict[Optional[float], aiohttp.ClientTimeout] = {}
+        self._last: Optional[Tuple[asyncio.AbstractEventLoop, _Pool]] = None
+        self._ssl = tls
+        self.proxy = config.proxy
+        weakref.finalize(self, _close_dead_pools, self._pools)
+
+    async def pool(self) -> _Pool:
+        loop = asyncio.get_running_loop()
+        last = self._last  # the common case: the loop of the previous call
+        if last is not None and last[0] is loop and not last[1].session.closed:
+            return last[1]
+        pool = self._pools.get(loop)
+        if pool is None or pool.session.closed:
+            _close_dead_pools(self._pools)
+            pool = await self._new_pool(loop)
+        self._last = (loop, pool)
+        return pool
+
+    async def _new_pool(self, loop: asyncio.AbstractEventLoop) -> _Pool:
+        connector = aiohttp.TCPConnector(limit=self._config.max_connections, ssl=self._ssl)
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        # aiohttp silently re-sends an idempotent request once when a reused connection drops;
+        # retries belong to our policy alone (max_retries=0 sends one request), and aiohttp
+        # offers no public switch for this.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
+        keeper = _session_keeper(session, partial(self._forget, loop, session))
+        await keeper.__anext__()  # runs to its yield at once: no other task interleaves
+        pool = _Pool(session, keeper)
+        with self._lock:
+            self._pools[loop] = pool
+        return pool
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+        with self._lock:
+            pool = self._pools.get(loop)
+            if pool is not None and pool.session is session:
+                del self._pools[loop]
+                pool.reap()
+            if self._last is not None and self._last[1].session is session:
+                self._last = None
+
+    def _timeout(self, seconds: Optional[float]) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            # ``connect`` bounds the wait for a free connection of the pool and the connect;
+            # ``sock_read`` each wait for bytes; never the whole call.
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=seconds, sock_connect=seconds, sock_read=seconds
+            )
+            if len(self._timeouts) >= _TIMEOUTS_KEPT:
+                self._timeouts.clear()
+            self._timeouts[seconds] = timeout
+        return timeout
+
+    def translate(self, request: Request) -> Translate:
+        return Translate(request, self.proxy)
+
+    async def send(self, request: Request) -> aiohttp.ClientResponse:
+        pool = await self.pool()
+        if pool.parked:
+            await asyncio.sleep(0)  # take in what has arrived for them: ends of bodies among it
+            pool.reap()
+        body: Any = request.body
+        if body is not None and len(body) > _WRITE_PIECE and request.timeout is not None:
+            body = _TimedBody(body, request.timeout)
+        with Translate(request, self.proxy):
+            response = await pool.session.request(
+                request.method, request.url, headers=request.headers, data=body,
+                timeout=self._timeout(request.timeout), proxy=self.proxy,
+                max_redirects=MAX_REDIRECTS,
+            )  # fmt: skip
+        defect = head_defect(response.headers.items())
+        if defect is not None:
+            response.close()
+            failure = Failure("malformed", reason=defect)
+            raise failure_error(failure, request.label, request.url)
+        return response
+
+    async def park(self, response: aiohttp.ClientResponse) -> None:
+        """A stream ended at ``[DONE]``; the end of its body may still be on its way. Nobody
+        waits for it: what has arrived is taken in (one turn of the loop), and the connection
+        goes back to the pool when the body ends; the next request closes it if it has not."""
+        await asyncio.sleep(0)
+        content = response.content
+        if content.is_eof() or content.exception() is not None:
+            response.release() if content.is_eof() else response.close()
+            return
+        pool = await self.pool()
+        pool.parked.append(response)
+
+    async def close(self) -> None:
+        with self._lock:
+            pools = list(self._pools.items())
+            self._pools.clear()
+            self._last = None
+        current = asyncio.get_running_loop()
+        for loop, pool in pools:
+            if loop is current:
+                await pool.aclose()
+            elif loop.is_closed():
+                pool.close_dead()
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+
+
+def _close_dead_pools(pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool]) -> None:
+    for loop, pool in list(pools.items()):
+        if loop.is_closed():
+            pools.pop(loop, None)
+            pool.close_dead()
+
+
+def unread(response: Optional[aiohttp.ClientResponse]) -> bytes:
+    """Bytes aiohttp received before a connection failed but will not hand out: its readers
+    raise the stored error ahead of buffered data, and no public call reaches that buffer. The
+    sync client delivers such bytes, so the twins agree only if we take them."""
+    buffer = getattr(getattr(response, "content", None), "_buffer", None)
+    if not buffer:
+        return b""
+    try:
+        data = b"".join(buffer)
+    except TypeError:
+        return b""
+    buffer.clear()
+    return data

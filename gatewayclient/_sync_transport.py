@@ -1,0 +1,362 @@
+"""The sync client's transport on requests: one session per process, the pool's limits, the body
+as it arrives, and the one place where requests and urllib3 exceptions become ours."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.cookiejar
+import os
+import re
+import socket
+import ssl
+import threading
+from functools import partial
+from typing import Any, Iterator, List, Optional, Tuple, Union
+
+import requests
+import requests.adapters
+import urllib3
+import urllib3.exceptions
+
+from ._core import END_READS, Request
+from ._failures import MAX_REDIRECTS, Failure, failure_error, head_defect, os_reason
+from .config import ClientConfig
+
+__all__ = ["Translate", "Transport", "raw_chunks", "shut"]
+
+_TUNNEL_STATUS = re.compile(r"Tunnel connection failed: ([0-9]{3})")
+
+
+def _chain(exc: BaseException) -> List[BaseException]:
+    """``exc`` and every exception it wraps (requests and urllib3 wrap in args and ``reason``)."""
+    found: List[BaseException] = []
+    pending = [exc]
+    while pending and len(found) < 16:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        inner = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        inner += [*current.args[:2], getattr(current, "original_error", None)]
+        pending += [item for item in inner if isinstance(item, BaseException)]
+    return found
+
+
+def _first(found: List[BaseException], *kinds: type) -> Any:
+    return next((exc for exc in found if isinstance(exc, kinds)), None)
+
+
+def _os_failure(kind: str, found: List[BaseException]) -> Failure:
+    error = next(
+        (e for e in found if type(e).__module__ == "builtins" and isinstance(e, OSError)), None
+    )
+    return Failure(kind, reason=os_reason(None if error is None else error.errno))
+
+
+def _proxy_failure(found: List[BaseException], proxy: Optional[str]) -> Failure:
+    for exc in found:
+        match = _TUNNEL_STATUS.search(str(exc)) if type(exc) is OSError else None
+        if match:  # urllib3 words a refused CONNECT so; only the status is taken from it
+            status = int(match.group(1))
+            kind = "proxy_refused" if 400 <= status < 500 else "proxy"
+            return Failure(kind, status=status, proxy=proxy, reason=f"the proxy answered {status}")
+    failure = _os_failure("proxy", found)
+    return Failure("proxy", reason=failure.reason, proxy=proxy)
+
+
+def _head_failure(found: List[BaseException]) -> Optional[Failure]:
+    if _first(found, http.client.RemoteDisconnected, http.client.IncompleteRead):
+        return None  # a closed connection, not a malformed answer
+    if _first(found, http.client.LineTooLong):
+        return Failure("malformed", reason="a line of its head is too long")
+    if _first(found, http.client.BadStatusLine):
+        return Failure("malformed", reason="its status line is not HTTP")
+    head = _first(found, http.client.HTTPException, urllib3.exceptions.InvalidHeader)
+    if head is not None:
+        words = "more than 100 headers" if "headers" in str(head) else "its head cannot be read"
+        return Failure("malformed", reason=words)
+    return None
+
+
+def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float]) -> Any:
+    """The Failure that a requests or urllib3 exception (or an OSError under them) stands for;
+    None for anything else (a bug must surface as itself)."""
+    if not isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError, OSError)):
+        return None
+    found = _chain(exc)
+    pool = _first(found, urllib3.exceptions.EmptyPoolError, urllib3.exceptions.ClosedPoolError)
+    if pool is not None:
+        if isinstance(pool, urllib3.exceptions.ClosedPoolError):
+            return Failure("dropped", reason="the client was closed")
+        return Failure("pool_timeout", seconds=timeout)
+    if _first(found, requests.TooManyRedirects):
+        return Failure("redirects")
+    if _first(found, requests.exceptions.InvalidSchema, urllib3.exceptions.LocationValueError):
+        return Failure("redirect_target")
+    certificate = _first(found, ssl.SSLCertVerificationError)
+    if certificate is not None:
+        return Failure("tls_verify", reason=certificate.verify_message or "not trusted")
+    if _first(found, requests.exceptions.ProxyError, urllib3.exceptions.ProxyError):
+        return _proxy_failure(found, proxy)
+    if _first(found, urllib3.exceptions.NameResolutionError, socket.gaierror):
+        return Failure("dns")
+    if _first(found, urllib3.exceptions.NewConnectionError):
+        return _os_failure("connect", found)
+    if _first(found, urllib3.exceptions.ConnectTimeoutError, requests.ConnectTimeout):
+        return Failure("connect_timeout", seconds=timeout)
+    if _first(found, urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout):
+        return Failure("read_timeout", seconds=timeout)
+    if _first(found, TimeoutError):  # a bare socket timeout: sendall() of the request stalled
+        return Failure("write_timeout", seconds=timeout)
+    if _first(found, urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError):
+        return Failure("decode", reason="corrupt data")
+    tls = _first(found, ssl.SSLError)
+    if tls is not None and not isinstance(tls, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return Failure("tls", reason=str(getattr(tls, "reason", None) or "a TLS error"))
+    head = _head_failure(found)
+    if head is not None:
+        return head
+    if _first(found, OSError, urllib3.exceptions.ProtocolError, http.client.HTTPException):
+        return _os_failure("dropped", found)
+    return Failure("other", reason=type(exc).__name__)
+
+
+class Translate:
+    """``with Translate(request, transport):`` turns requests and urllib3 exceptions into
+    gatewayclient's. A class, not a generator context manager: a stream enters it per read."""
+
+    __slots__ = ("proxy", "request")
+
+    def __init__(self, request: Request, proxy: Optional[str]) -> None:
+        self.request = request
+        self.proxy = proxy
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
+        if exc is not None:
+            failure = classify(exc, self.proxy, self.request.timeout)
+            if failure is not None:
+                request = self.request
+                raise failure_error(failure, request.label, request.url) from exc
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    """A pool whose wait for a free connection is bounded by the call's timeout, as aiohttp's
+    connector is (requests passes urllib3 no pool timeout, so it would wait forever)."""
+
+    def urlopen(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("pool_timeout") is None:
+            timeout = kwargs.get("timeout")
+            kwargs["pool_timeout"] = getattr(timeout, "connect_timeout", None)
+        return super().urlopen(*args, **kwargs)
+
+
+class _HTTPSPool(_Pool, urllib3.HTTPSConnectionPool):
+    pass
+
+
+_POOL_CLASSES = {"http": _Pool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """At most ``max_connections`` connections at once, as on the async twin: a call waits for
+    a free one for at most its timeout (requests' default opens extra ones without limit)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = _POOL_CLASSES
+        return manager
+
+
+class Transport:
+    """One requests.Session per process. ``trust_env`` is off: the configuration read the
+    environment (proxies, CA bundle) once, where requests would re-read it on every call."""
+
+    def __init__(self, config: ClientConfig, tls: object) -> None:
+        # ``tls`` (checked at construction) is for the async twin: requests loads the CA bundle
+        # named by ``config.verify`` itself.
+        self._config = config
+        self._lock = threading.Lock()
+        self._session: Optional[requests.Session] = None
+        self._pid = 0
+        self._parked: List[Tuple[requests.Response, Iterator[bytes]]] = []
+        self.proxy = config.proxy
+        self._proxies = {"http": config.proxy, "https": config.proxy} if config.proxy else {}
+        self._verify = config.verify
+
+    def session(self) -> requests.Session:
+        session = self._session
+        if session is None or self._pid != os.getpid():
+            with self._lock:
+                if self._session is None or self._pid != os.getpid():
+                    # After a fork the parent's pooled sockets must not be shared: start afresh.
+                    self._session, self._pid = self._new_session(), os.getpid()
+                session = self._session
+        return session
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False
+        session.max_redirects = MAX_REDIRECTS
+        # Each call stands alone, as on the async twin: no cookie is kept or replayed.
+        session.cookies.set_policy(_NoCookies())
+        adapter = _Adapter(
+            pool_connections=4,
+            pool_maxsize=self._config.max_connections,
+            pool_block=True,
+            max_retries=0,
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def translate(self, request: Request) -> Translate:
+        return Translate(request, self.proxy)
+
+    def park(self, response: requests.Response, chunks: Iterator[bytes]) -> None:
+        """A stream ended at ``[DONE]``; the end of its body may still be on its way. Nobody
+        waits for it: the connection goes back to the pool now if the end has arrived, else at
+        the next request if it has arrived by then, else it is closed."""
+        if finish_buffered(response, chunks, END_READS):
+            response.raw.release_conn()
+            return
+        with self._lock:
+            self._parked.append((response, chunks))
+
+    def _reap(self) -> None:
+        with self._lock:
+            parked, self._parked = self._parked, []
+        if self._pid != os.getpid():
+            return  # a forked child: those connections are the parent's
+        for response, chunks in parked:
+            if finish_buffered(response, chunks, END_READS):
+                response.raw.release_conn()
+            else:
+                response.close()
+
+    def send(self, request: Request, stream: bool) -> requests.Response:
+        if self._parked:
+            self._reap()
+        prepared = requests.PreparedRequest()
+        timeout: Union[Tuple[float, float], None] = (
+            None if request.timeout is None else (request.timeout, request.timeout)
+        )
+        with Translate(request, self.proxy):
+            prepared.prepare(
+                method=request.method, url=request.url, headers=request.headers, data=request.body
+            )
+            response = self.session().send(
+                prepared, stream=stream, timeout=timeout, verify=self._verify, proxies=self._proxies
+            )
+        defect = head_defect(response.raw.headers.items())
+        if defect is not None:
+            response.close()
+            failure = Failure("malformed", reason=defect)
+            raise failure_error(failure, request.label, request.url)
+        return response
+
+    def close(self) -> None:
+        self._reap()
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None and self._pid == os.getpid():
+            # Session.close() only forgets urllib3's pools: their kept-alive sockets would stay
+            # open for as long as anything (a held error's traceback) references a pool.
+            for adapter in session.adapters.values():
+                if not isinstance(adapter, requests.adapters.HTTPAdapter):
+                    continue
+                managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
+                for manager in managers:
+                    for key in list(manager.pools.keys()):
+                        pool = manager.pools.get(key)
+                        if pool is not None:
+                            pool.close()
+            session.close()
+
+
+class _NoCookies(http.cookiejar.CookiePolicy):
+    """A cookie policy that accepts none and returns none."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = False
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+def raw_chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: each network read, never requests' line iterator."""
+    raw = response.raw
+    if raw.chunked:
+        return raw.stream(None, decode_content=True)  # each HTTP chunk as it arrives
+    if hasattr(raw, "read1"):
+        return iter(partial(raw.read1, 65536), b"")  # a body without chunked framing
+    return response.iter_content(chunk_size=None)
+
+
+def _socket(response: requests.Response) -> Optional[socket.socket]:
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def shut(response: requests.Response) -> None:
+    """Wake a read blocked on ``response`` in another thread: closing a socket does not, on
+    Linux, but shutting it down does (the read then sees the end of the stream)."""
+    sock = _socket(response)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed or never connected
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _end_arrived(response: requests.Response, sock: socket.socket) -> bool:
+    """Whether the rest of the body, to its very end, is already here (buffered by the reader or
+    waiting in the socket): then reading it cannot wait. Looks without consuming anything."""
+    raw = response.raw
+    reader = getattr(getattr(raw, "_fp", None), "fp", None)
+    if reader is None or not hasattr(reader, "peek"):
+        return False
+    previous = sock.gettimeout()
+    sock.settimeout(0.0)  # a peek with nothing buffered returns at once instead of waiting
+    try:
+        seen: bytes = reader.peek(65536)
+    except (OSError, ValueError):
+        return False
+    finally:
+        sock.settimeout(previous)
+    if raw.chunked:  # the last chunk, and nothing after it
+        return seen == b"0\r\n\r\n" or seen.endswith(b"\r\n0\r\n\r\n")
+    remaining = raw.length_remaining
+    return remaining is not None and len(seen) >= remaining
+
+
+def finish_buffered(response: requests.Response, chunks: Iterator[bytes], reads: int) -> bool:
+    """After a stream's last event: read the rest of the body only if all of it has arrived,
+    never waiting. True when the body ended (the connection can go back to the pool)."""
+    sock = _socket(response)
+    if sock is None or not _end_arrived(response, sock):
+        return False
+    try:
+        for _ in range(reads):
+            if not next(chunks, b""):
+                return True
+    except (OSError, requests.RequestException, urllib3.exceptions.HTTPError, ValueError):
+        pass  # what had arrived was not the body's end after all
+    return False
