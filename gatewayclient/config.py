@@ -146,6 +146,7 @@ class ClientConfig:
     max_connections: int
     origin: str
     proxy: Optional[str] = None
+    verify_source: str = "verify"  # what named a CA path: the argument or a variable
 
     @classmethod
     def create(
@@ -178,6 +179,7 @@ class ClientConfig:
                 "sending the auth token over plain http to %s: use https outside loopback",
                 parts.hostname,
             )
+        ca, ca_source = _ca_location(verify)
         return cls(
             base_url=url.rstrip("/"),
             api_root=root,
@@ -185,10 +187,11 @@ class ClientConfig:
             timeout=check_timeout(timeout),
             retry=retry_policy or RetryPolicy(max_retries, max_retry_after),
             default_headers=_headers(default_headers),
-            verify=_environment_ca_bundle(_verify(verify)),
+            verify=ca,
             max_connections=_max_connections(max_connections),
             origin=f"{parts.scheme}://{parts.netloc}",
             proxy=_environment_proxy(root),
+            verify_source=ca_source,
         )
 
     def __repr__(self) -> str:
@@ -283,21 +286,24 @@ def _headers(headers: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...
 def _verify(verify: Union[bool, str]) -> Union[bool, str]:
     if isinstance(verify, bool):
         return verify
-    if isinstance(verify, (str, os.PathLike)) and os.path.isfile(verify):
+    if isinstance(verify, (str, os.PathLike)) and os.path.exists(verify):
         return os.fspath(verify)
     raise GatewayConfigError(
-        f"verify must be True, False, or the path of an existing CA bundle file, got {verify!r}"
+        "verify must be True, False, or the path of an existing CA bundle file or CA directory, "
+        f"got {verify!r}"
     )
 
 
-def _environment_ca_bundle(verify: Union[bool, str]) -> Union[bool, str]:
-    # The variables requests honours; read once here, for both clients, not on every call.
-    if verify is True:
+def _ca_location(verify: Union[bool, str]) -> Tuple[Union[bool, str], str]:
+    """``verify`` checked, or the CA path that the variables requests honours name, read once
+    here for both clients (not on every call); with the name an error about it should give."""
+    checked = _verify(verify)
+    if checked is True:
         for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             path = os.environ.get(name)
             if path and os.path.exists(path):
-                return path
-    return verify
+                return path, name
+    return checked, "verify"
 
 
 def _environment_proxy(url: str) -> Optional[str]:
