@@ -79,12 +79,18 @@ def test_userinfo_in_platform_api_url_is_refused_naming_the_variable(
     assert message.startswith(ENV_BASE_URL)  # the variable is the culprit, not an argument
 
 
+@pytest.mark.parametrize("source", ["argument", "environment"])
 @pytest.mark.parametrize("url", USERINFO_URLS[:3])
 @pytest.mark.parametrize("client_class", CLIENTS)
-def test_clients_refuse_userinfo_at_construction(client_class: type[Any], url: str) -> None:
+def test_clients_refuse_userinfo_at_construction(
+    client_class: type[Any], monkeypatch: pytest.MonkeyPatch, url: str, source: str
+) -> None:
     # Before: the sync client sent Basic auth instead of the token and showed the password in
     # its repr; the async one raised a bare ValueError on every call.
-    refused(lambda: client_class(url, TOKEN), PASSWORD, USER, TOKEN)
+    if source == "environment":
+        monkeypatch.setenv(ENV_BASE_URL, url)
+    argument = url if source == "argument" else None
+    refused(lambda: client_class(argument, TOKEN), PASSWORD, USER, TOKEN)
 
 
 @pytest.mark.parametrize(
