@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, ClassVar, Mapping, Optional, Tuple, Union
 
 from ._core import GatewayCore
@@ -42,7 +44,8 @@ class ClientBase:
 
     def _setup(self, config: ClientConfig) -> None:
         self._core = GatewayCore(config)
-        self._transport = type(self)._transport_type(config, tls_context(config.verify))
+        tls = tls_context(config.verify, config.verify_source)
+        self._transport = type(self)._transport_type(config, tls)
         self.usage = self._core.usage
 
     def __reduce__(self) -> Tuple[Any, ...]:
@@ -59,19 +62,38 @@ class ClientBase:
         return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
 
 
-def tls_context(verify: Union[bool, str]) -> Any:
-    """``True``, ``False``, or the ``ssl.SSLContext`` of a CA bundle: loaded here, at
-    construction, so that a file that is not a PEM bundle is a GatewayConfigError at once."""
+def tls_context(verify: Union[bool, str], source: str = "verify") -> Any:
+    """``True``, ``False``, or the ``ssl.SSLContext`` of a CA bundle file or of a CA directory
+    in OpenSSL's hashed layout (which requests also takes). Loaded here, at construction, so
+    that a path holding no CA is a GatewayConfigError at once, naming ``source``: ``verify``
+    or the environment variable that gave the path."""
     if not isinstance(verify, str):
         return verify
     import ssl
 
+    named = f"{source}={verify!r}"
+    if os.path.isdir(verify):
+        if not _has_hashed_names(verify, named):
+            raise GatewayConfigError(
+                f"{named} is a directory without certificates under OpenSSL's hashed names "
+                "(<hash>.0): run `openssl rehash` on it, or name a CA bundle file"
+            )
+        return ssl.create_default_context(capath=verify)  # read lazily by OpenSSL
     try:
         return ssl.create_default_context(cafile=verify)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise GatewayConfigError(
-            f"verify={verify!r} is not a CA bundle in PEM form: {exc}"
-        ) from exc
+        raise GatewayConfigError(f"{named} is not a CA bundle in PEM form: {exc}") from exc
+
+
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")  # <subject hash>.<n>; CRLs are .r<n>
+
+
+def _has_hashed_names(directory: str, named: str) -> bool:
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise GatewayConfigError(f"{named} cannot be read: {exc.strerror}") from exc
+    return any(_HASHED_NAME.fullmatch(name) for name in names)
 
 
 def _rebuild(cls: Any, config: ClientConfig) -> Any:

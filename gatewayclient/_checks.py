@@ -107,8 +107,22 @@ def check_input(value: Any) -> Union[str, List[str]]:
 
 
 def check_provider(provider: Any) -> str:
+    """A name that travels as one path segment. Quoting keeps ``%`` and ``/`` inside it, but
+    not ``.`` or ``..``: a transport removes those as dot segments (RFC 3986 section 5.2.4),
+    and ``..`` would ask for ``/v1/models``."""
     if not isinstance(provider, str) or not provider.strip() or "/" in provider:
         raise GatewayValidationError(f"provider must be a name like 'openai', got {provider!r}")
+    if provider in (".", ".."):
+        raise GatewayValidationError(
+            f"provider must be a name like 'openai', not the path segment {provider!r}"
+        )
+    try:
+        provider.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise GatewayValidationError(
+            f"provider must be a name like 'openai': {provider!r} has a lone surrogate "
+            f"at position {exc.start + 1}, which cannot be sent"
+        ) from None
     return provider
 
 

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -72,24 +73,54 @@ def check_timeout(value: object, name: str = "timeout") -> Optional[float]:
     return seconds
 
 
-def _api_root(base_url: str, api_prefix: str) -> str:
+def _setting(argument: object, name: str, variable: str) -> Tuple[object, str]:
+    """The argument, else the environment variable, with the name an error should give."""
+    if argument is not None:
+        return argument, name
+    return os.environ.get(variable), variable
+
+
+def _api_root(base_url: str, api_prefix: str, source: str) -> str:
+    """The API root for ``base_url`` (named ``source`` in errors) and ``api_prefix``."""
+    if "?" in base_url or "#" in base_url:
+        # Even an empty one: the endpoint's path would land in the query or the fragment.
+        raise GatewayConfigError(f"{source} must not carry a query string or a fragment ('?', '#')")
     parts = urlsplit(base_url)
+    if "@" in parts.netloc:
+        # requests would send Basic auth instead of the token, aiohttp refuse it on every call,
+        # and the password would show in every repr, error and log line.
+        raise GatewayConfigError(
+            f"{source} must not carry a user name or password (user:password@host): pass the "
+            f"token as auth_token=... or in ${ENV_AUTH_TOKEN}; it travels as a Bearer token"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise GatewayConfigError(
-            f"base_url must be an absolute http(s) URL such as https://gateway.example.com, "
-            f"got {base_url!r}"
+            f"{source} must be an absolute http(s) URL such as https://gateway.example.com, "
+            f"got {_shown_url(base_url)}"
         )
-    if parts.query or parts.fragment:
-        raise GatewayConfigError("base_url must not carry a query string or a fragment")
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise GatewayConfigError(f"base_url has an invalid port: {base_url!r}") from exc
+    except ValueError:
+        raise GatewayConfigError(f"{source} has an invalid port: {_shown_url(base_url)}") from None
+    if "?" in api_prefix or "#" in api_prefix:
+        raise GatewayConfigError("api_prefix must be a path such as '/v1', without '?' or '#'")
     root = base_url.rstrip("/")
     prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
     if prefix and not urlsplit(root).path.endswith(prefix):
         root += prefix
     return root
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as an error may show it. Userinfo and queries are refused before any error
+    echoes a URL; this is the second guard: all up to the last ``@`` is hidden, and a value
+    without ``://`` (perhaps the token, the arguments swapped) is not shown at all."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "a value without http:// or https://"
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return repr(scheme + separator + rest)
 
 
 def _is_loopback(host: str) -> bool:
@@ -115,6 +146,7 @@ class ClientConfig:
     max_connections: int
     origin: str
     proxy: Optional[str] = None
+    verify_source: str = "verify"  # what named a CA path: the argument or a variable
 
     @classmethod
     def create(
@@ -131,37 +163,35 @@ class ClientConfig:
         max_connections: int,
         retry_policy: Optional[RetryPolicy],
     ) -> ClientConfig:
-        url = base_url if base_url is not None else os.environ.get(ENV_BASE_URL)
+        url, url_source = _setting(base_url, "base_url", ENV_BASE_URL)
         if not url or not isinstance(url, str) or not url.strip():
             raise GatewayConfigError(
                 f"no gateway URL: pass base_url=... or set the {ENV_BASE_URL} environment variable"
             )
-        token = auth_token if auth_token is not None else os.environ.get(ENV_AUTH_TOKEN)
-        if token is not None and not isinstance(token, str):
-            raise GatewayConfigError("auth_token must be a string")
-        if token is not None and ("\n" in token or "\r" in token):
-            raise GatewayConfigError("auth_token must not contain line breaks")
+        token = _token(*_setting(auth_token, "auth_token", ENV_AUTH_TOKEN))
         if not isinstance(api_prefix, str):
             raise GatewayConfigError("api_prefix must be a string such as '/v1' or ''")
         url = url.strip()
-        root = _api_root(url, api_prefix)
+        root = _api_root(url, api_prefix, url_source)
         parts = urlsplit(root)
         if token and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
             logger.warning(
                 "sending the auth token over plain http to %s: use https outside loopback",
                 parts.hostname,
             )
+        ca, ca_source = _ca_location(verify)
         return cls(
             base_url=url.rstrip("/"),
             api_root=root,
-            auth_token=token or None,
+            auth_token=token,
             timeout=check_timeout(timeout),
             retry=retry_policy or RetryPolicy(max_retries, max_retry_after),
             default_headers=_headers(default_headers),
-            verify=_environment_ca_bundle(_verify(verify)),
+            verify=ca,
             max_connections=_max_connections(max_connections),
             origin=f"{parts.scheme}://{parts.netloc}",
             proxy=_environment_proxy(root),
+            verify_source=ca_source,
         )
 
     def __repr__(self) -> str:
@@ -169,14 +199,50 @@ class ClientConfig:
         return f"ClientConfig(base_url={self.base_url!r}, auth_token={token})"
 
 
-# RFC 9110 section 5.1: a field name is a token; a field value has no CR, LF or NUL.
+# RFC 9110 section 5.1: a field name is a token.
 _TOKEN_CHARACTERS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
+# RFC 9110 section 5.5: a field value is visible ASCII with spaces and tabs inside. obs-text
+# (bytes 0x80-0xFF) is refused too: requests would send Latin-1 and aiohttp UTF-8.
+_NOT_IN_A_VALUE = re.compile(r"[^\t !-~]")
+_AROUND_A_TOKEN = " \t\r\n"
+
+
+def _character_at(text: str, index: int) -> str:
+    """``U+200B (ZERO WIDTH SPACE) at position 42 of 42``: where, and what, never the text."""
+    import unicodedata
+
+    char = text[index]
+    name = unicodedata.name(char, "")
+    what = f"U+{ord(char):04X} ({name})" if name else f"U+{ord(char):04X}"
+    return f"{what} at position {index + 1} of {len(text)}"
+
+
+def _token(value: object, source: str) -> Optional[str]:
+    """The token as it will travel, or None. Whitespace around it (a pasted line end) is
+    dropped; a character that a header cannot carry is refused, by position."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise GatewayConfigError(f"{source} must be a string")
+    token = value.strip(_AROUND_A_TOKEN)
+    if token[:7].lower() == "bearer ":
+        raise GatewayConfigError(
+            f"{source} starts with 'Bearer ': pass the token alone, the client adds the scheme"
+        )
+    bad = _NOT_IN_A_VALUE.search(token)
+    if bad is not None:
+        index = len(value) - len(value.lstrip(_AROUND_A_TOKEN)) + bad.start()
+        raise GatewayConfigError(
+            f"{source} contains {_character_at(value, index)}, which an HTTP header cannot carry"
+        )
+    return token or None
 
 
 def header_problem(headers: object) -> Optional[str]:
-    """What is wrong with a mapping of HTTP headers, or None when it can be sent as it is."""
+    """What is wrong with a mapping of HTTP headers, or None when it can be sent as it is.
+    The answer names the header, never its value (which may be a key)."""
     if not isinstance(headers, Mapping):
         return "must be a mapping of str to str"
     for name, value in headers.items():
@@ -184,8 +250,13 @@ def header_problem(headers: object) -> Optional[str]:
             return "must be a mapping of str to str"
         if not name or not _TOKEN_CHARACTERS.issuperset(name):
             return f"has an invalid header name {name!r}"
-        if "\r" in value or "\n" in value or "\0" in value:
-            return f"has a line break or NUL in the value of {name!r}"
+        bad = _NOT_IN_A_VALUE.search(value)
+        if bad is not None:
+            where = _character_at(value, bad.start())
+            return f"has {where} in the value of {name!r}, which an HTTP header cannot carry"
+        if value != value.strip(" \t"):
+            # requests refuses leading whitespace, aiohttp sends it, servers drop it.
+            return f"has whitespace around the value of {name!r}: remove it"
     return None
 
 
@@ -215,21 +286,24 @@ def _headers(headers: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...
 def _verify(verify: Union[bool, str]) -> Union[bool, str]:
     if isinstance(verify, bool):
         return verify
-    if isinstance(verify, (str, os.PathLike)) and os.path.isfile(verify):
+    if isinstance(verify, (str, os.PathLike)) and os.path.exists(verify):
         return os.fspath(verify)
     raise GatewayConfigError(
-        f"verify must be True, False, or the path of an existing CA bundle file, got {verify!r}"
+        "verify must be True, False, or the path of an existing CA bundle file or CA directory, "
+        f"got {verify!r}"
     )
 
 
-def _environment_ca_bundle(verify: Union[bool, str]) -> Union[bool, str]:
-    # The variables requests honours; read once here, for both clients, not on every call.
-    if verify is True:
+def _ca_location(verify: Union[bool, str]) -> Tuple[Union[bool, str], str]:
+    """``verify`` checked, or the CA path that the variables requests honours name, read once
+    here for both clients (not on every call); with the name an error about it should give."""
+    checked = _verify(verify)
+    if checked is True:
         for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             path = os.environ.get(name)
             if path and os.path.exists(path):
-                return path
-    return verify
+                return path, name
+    return checked, "verify"
 
 
 def _environment_proxy(url: str) -> Optional[str]:

@@ -370,7 +370,7 @@ def test_error_handling_reports_an_unreachable_gateway(gw: FakeGateway) -> None:
     [
         (["--model", ""], {}, 64, "invalid request: model must be a non-empty string"),
         ([], {"PLATFORM_API_URL": ""}, 78, "configuration: no gateway URL"),
-        ([], {"PLATFORM_API_URL": "ftp://gateway"}, 78, "configuration: base_url must be"),
+        ([], {"PLATFORM_API_URL": "ftp://gateway"}, 78, "configuration: PLATFORM_API_URL must be"),
     ],
 )
 def test_error_handling_reports_bad_input_before_sending_anything(
