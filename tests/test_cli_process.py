@@ -1,11 +1,12 @@
 """The command line as a process: the installed console script (or ``python -m gatewayclient``)
 run with a closed or full stdout, argv and stdin bytes that are not UTF-8, and ``serve
---background``."""
+--background`` driven from a shell exactly as the README shows it."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import pytest
 
 from gatewayclient import SyncGatewayClient
-from gatewayclient.testing import PROVIDERS, FakeGateway
+from gatewayclient.testing import PROVIDERS, FakeGateway, expected_reply
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -214,6 +215,40 @@ def listening_pid(stderr: bytes) -> int:
     match = re.search(rb"\(pid (\d+); stop it with: kill \1\)", stderr)
     assert match, stderr
     return int(match.group(1))
+
+
+def readme_first_try() -> str:
+    """The README's shell block that starts ``serve --background`` and kills it, without its
+    activation line (the test puts this interpreter's environment first on PATH instead)."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text("utf-8"), re.S)
+    (block,) = [b for b in blocks if re.search(r"^eval .*^kill ", b, re.S | re.M)]
+    return "".join(
+        line + "\n" for line in block.splitlines() if not line.startswith((". ", "source "))
+    )
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_the_readme_first_try_runs_in_a_shell(started_pids: List[int]) -> None:
+    script = readme_first_try()
+    assert 'eval "$(gatewayclient serve --background' in script
+    assert 'kill "$GATEWAYCLIENT_SERVE_PID"' in script
+    env = environment(PATH=f"{SCRIPT.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["sh", "-e", "-c", script], cwd=ROOT, capture_output=True, env=env, timeout=TIMEOUT
+    )
+    assert time.monotonic() - started < 20  # $(...) did not wait for the server
+    pid = listening_pid(proc.stderr)
+    started_pids.append(pid)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"Traceback" not in proc.stderr
+    out = proc.stdout.decode()
+    assert "openai/gpt-4o-mini\n" in out  # gatewayclient models
+    prompt = re.search(r'gatewayclient chat "([^"]+)"', script)
+    assert prompt is not None
+    reply = expected_reply("openai/gpt-4o-mini", [{"role": "user", "content": prompt.group(1)}])
+    assert reply + "\n" in out
+    assert wait_gone(pid), "kill $GATEWAYCLIENT_SERVE_PID did not stop the server"
 
 
 def test_serve_background_prints_exports_and_the_pid_then_stops_on_sigterm(
