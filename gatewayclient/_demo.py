@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any, Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple
 
 from gatewayclient import (
     AsyncGatewayClient,
@@ -55,10 +55,18 @@ def _reply(completion: ChatCompletion) -> Tuple[Optional[str], Optional[str]]:
     return (choice.message.content if choice.message else None), choice.finish_reason
 
 
+class Output(Protocol):
+    """Where the tour is written: ``sys.stdout``, a ``StringIO``, or the command line's writer."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+
 class _Report:
     """Writes the tour: section headers, indented lines, stream pieces as they arrive."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: Output) -> None:
         self.out = out
         self.chunks = 0
 
@@ -300,7 +308,7 @@ async def _async_tour(gateway: FakeGateway, report: _Report) -> UsageTracker:
         return client.usage
 
 
-def run_demo(out: Optional[TextIO] = None) -> int:
+def run_demo(out: Optional[Output] = None) -> int:
     """Start a FakeGateway on 127.0.0.1, tour both clients against it, print the usage tables."""
     report = _Report(out if out is not None else sys.stdout)
     with FakeGateway() as gateway:

@@ -1,8 +1,11 @@
 """The ``gatewayclient`` command line: chat, embed, models, providers, serve and demo.
 
-Built on the public API only. An expected failure (any ``GatewayClientError``) prints one line
-on stderr and exits 1; usage errors exit 2 (argparse); Ctrl-C exits 130 quietly. The token is
-never printed, except by ``serve``, whose export line gives the fake gateway's own token.
+Built on the public API only. An expected failure (any ``GatewayClientError``, output that
+cannot be written) prints one line on stderr and exits 1; usage errors exit 2: argparse's, an
+argument or stdin that is not UTF-8 text, and a value the client refuses before sending
+(``GatewayValidationError``). Ctrl-C exits 130 quietly; a closed stdout (``>&-``) or a reader that
+went away (``| head``) exits 1 quietly. The token is never printed, except by ``serve``, whose
+export line gives the fake gateway's own token.
 """
 
 from __future__ import annotations
@@ -12,29 +15,42 @@ import contextlib
 import json
 import logging
 import os
-import shlex
-import signal
 import sys
-import threading
-from types import FrameType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from gatewayclient import ChatCompletion, SyncGatewayClient, SyncStream, __version__
+from gatewayclient._cli_base import (
+    ENV_AUTH_TOKEN,
+    ENV_BASE_URL,
+    PROG,
+    OutputError,
+    Stdout,
+    TextError,
+    check_argv,
+    check_environment,
+    count,
+    environment_message,
+    error,
+    note,
+    output_failed,
+    stdin_text,
+    temperature,
+    timeout,
+    write,
+)
+from gatewayclient._cli_serve import add_serve
 from gatewayclient.errors import (
     GatewayClientError,
     GatewayConfigError,
     GatewayConnectionError,
     GatewayTimeoutError,
+    GatewayValidationError,
 )
 
 __all__ = ["build_parser", "main"]
 
-PROG = "gatewayclient"
-ENV_BASE_URL = "PLATFORM_API_URL"
-ENV_AUTH_TOKEN = "AUTH_TOKEN"
 DEFAULT_CHAT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "openai/text-embedding-3-small"
-FAKE_TOKEN = "test-token"
 SHOWN_VALUES = 5
 
 _EPILOG = f"""\
@@ -43,29 +59,6 @@ exit status: 0 success, 1 gateway or configuration error, 2 usage error, 130 int
 
 
 # -- argument parsing ---------------------------------------------------------------------------
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
 
 
 def _connection_options(suppress: bool) -> argparse.ArgumentParser:
@@ -81,9 +74,9 @@ def _connection_options(suppress: bool) -> argparse.ArgumentParser:
                        help=f"gateway URL (default: ${ENV_BASE_URL})")  # fmt: skip
     group.add_argument("--token", default=default(None),
                        help=f"bearer token (default: ${ENV_AUTH_TOKEN})")  # fmt: skip
-    group.add_argument("--timeout", type=_positive_float, metavar="SECONDS", default=default(60.0),
+    group.add_argument("--timeout", type=timeout, metavar="SECONDS", default=default(60.0),
                        help="connect and read timeout in seconds (default: 60)")  # fmt: skip
-    group.add_argument("--max-retries", type=_count(0), metavar="N", default=default(2),
+    group.add_argument("--max-retries", type=count(0), metavar="N", default=default(2),
                        help="retries on 429, 5xx and connection errors (default: 2)")  # fmt: skip
     group.add_argument("-v", "--verbose", action="store_true", default=default(False),
                        help="log retries on stderr")  # fmt: skip
@@ -99,8 +92,8 @@ def _add_chat(commands: Any, connection: argparse.ArgumentParser) -> None:
     chat.add_argument("-m", "--model", default=DEFAULT_CHAT_MODEL,
                       help=f"model id (default: {DEFAULT_CHAT_MODEL})")  # fmt: skip
     chat.add_argument("-s", "--system", metavar="TEXT", help="a system message first")
-    chat.add_argument("-t", "--temperature", type=float, help="sampling temperature, 0 to 2")
-    chat.add_argument("--max-tokens", type=_count(1), metavar="N", help="longest answer")
+    chat.add_argument("-t", "--temperature", type=temperature, help="sampling temperature, 0 to 2")
+    chat.add_argument("--max-tokens", type=count(1), metavar="N", help="longest answer")
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     chat.add_argument("--json", action="store_true",
                       help="print the completion as JSON (assembled from the stream)")  # fmt: skip
@@ -115,7 +108,7 @@ def _add_embed(commands: Any, connection: argparse.ArgumentParser) -> None:
     embed.add_argument("text", nargs="*", help="the texts (default or '-': stdin lines)")
     embed.add_argument("-m", "--model", default=DEFAULT_EMBEDDING_MODEL,
                        help=f"model id (default: {DEFAULT_EMBEDDING_MODEL})")  # fmt: skip
-    embed.add_argument("--dimensions", type=_count(1), metavar="N", help="vector size to ask for")
+    embed.add_argument("--dimensions", type=count(1), metavar="N", help="vector size to ask for")
     embed.add_argument("--json", action="store_true", help="print the response as JSON")
     embed.set_defaults(handler=_cmd_embed, command_parser=embed)
 
@@ -132,18 +125,7 @@ def _add_discovery(commands: Any, connection: argparse.ArgumentParser) -> None:
     providers.set_defaults(handler=_cmd_providers, command_parser=providers)
 
 
-def _add_serve_and_demo(commands: Any) -> None:
-    serve = commands.add_parser(
-        "serve", help="run a FakeGateway until Ctrl-C or SIGTERM",
-        description="Run the fake gateway (deterministic answers) in the foreground. The first "
-        f"two lines on stdout are 'export {ENV_BASE_URL}=...' and 'export {ENV_AUTH_TOKEN}=...'.",
-    )  # fmt: skip
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=_count(0), default=8080,
-                       help="port to listen on, 0 for a free one (default: 8080)")  # fmt: skip
-    serve.add_argument("--token", default=argparse.SUPPRESS,
-                       help=f"the token it accepts (default: {FAKE_TOKEN})")  # fmt: skip
-    serve.set_defaults(handler=_cmd_serve, command_parser=serve)
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="tour every feature of both clients against an in-process FakeGateway"
     )
@@ -163,25 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chat(commands, connection)
     _add_embed(commands, connection)
     _add_discovery(commands, connection)
-    _add_serve_and_demo(commands)
+    add_serve(commands)
+    _add_demo(commands)
     return parser
 
 
 # -- output helpers -----------------------------------------------------------------------------
 
 
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
 def _print_json(value: Any) -> None:
-    _write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
-def _error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
-    sys.stderr.flush()
+    write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 def _os_reason(exc: BaseException) -> Optional[str]:
@@ -230,6 +203,9 @@ def _base_url(args: argparse.Namespace) -> Optional[str]:
 
 
 def _client(args: argparse.Namespace) -> SyncGatewayClient:
+    bad = check_environment(ENV_BASE_URL, ENV_AUTH_TOKEN)  # argv was checked already
+    if bad is not None:
+        raise GatewayConfigError(environment_message(bad))
     base_url = _base_url(args)
     if base_url is None:
         raise GatewayConfigError(f"no gateway URL: pass --base-url URL or set {ENV_BASE_URL}")
@@ -238,13 +214,9 @@ def _client(args: argparse.Namespace) -> SyncGatewayClient:
     )
 
 
-def _stdin_text() -> str:
-    return sys.stdin.read() if sys.stdin is not None else ""  # None: started without stdin
-
-
 def _prompt(args: argparse.Namespace) -> str:
     words: List[str] = args.prompt
-    text = " ".join(words) if words and words != ["-"] else _stdin_text().rstrip()
+    text = " ".join(words) if words and words != ["-"] else stdin_text().rstrip()
     if not text.strip():
         args.command_parser.error("no prompt: give it as arguments or on stdin")
     return text
@@ -274,16 +246,16 @@ def _print_stream(stream: SyncStream, as_json: bool) -> None:
                     text = choice.delta.content if choice.delta is not None else None
                     if text and not as_json and choice.index in (0, None):
                         last = text
-                        _write(text)
+                        write(text)
     except BaseException:
         if last and not last.endswith("\n"):  # end the partial line before the error line
-            with contextlib.suppress(OSError, ValueError):
-                _write("\n")
+            with contextlib.suppress(OutputError, ValueError):
+                write("\n")
         raise
     if as_json:
         _print_json(stream.completion().to_dict())
     elif not last.endswith("\n"):
-        _write("\n")
+        write("\n")
 
 
 def _print_completion(completion: ChatCompletion, as_json: bool) -> None:
@@ -293,15 +265,18 @@ def _print_completion(completion: ChatCompletion, as_json: bool) -> None:
     choices = completion.choices or []
     message = choices[0].message if choices else None
     text = (message.content if message is not None else None) or ""
-    _write(text if text.endswith("\n") else text + "\n")
+    write(text if text.endswith("\n") else text + "\n")
 
 
 def _texts(args: argparse.Namespace) -> List[str]:
     texts: List[str] = args.text
     if not texts or texts == ["-"]:
-        texts = [line for line in _stdin_text().splitlines() if line.strip()]
+        texts = [line for line in stdin_text().splitlines() if line.strip()]
     if not texts:
         args.command_parser.error("no text: give texts as arguments or as lines on stdin")
+    for position, text in enumerate(texts, 1):
+        if not text.strip():
+            args.command_parser.error(f"text {position} is empty")
     return texts
 
 
@@ -316,7 +291,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     for position, item in enumerate(response.data or []):
         index = item.index if item.index is not None else position
         label = texts[index] if 0 <= index < len(texts) else ""
-        _write(f"{index}  {_vector_summary(item.embedding)}  {_shorten(label)}\n")
+        write(f"{index}  {_vector_summary(item.embedding)}  {_shorten(label)}\n")
     return 0
 
 
@@ -343,11 +318,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
             found = client.list_provider_models(args.provider)
             models, raw = found.models or [], found.to_dict()
             if not models:
-                sys.stderr.write(f"{PROG}: no models for provider {args.provider!r}\n")
+                note(f"no models for provider {args.provider!r}")
     if args.json:
         _print_json(raw)
     else:
-        _write("".join(f"{model.id}\n" for model in models if model.id))
+        write("".join(f"{model.id}\n" for model in models if model.id))
     return 0
 
 
@@ -357,56 +332,14 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(providers)
     else:
-        _write("".join(f"{name}\n" for name in providers))
-    return 0
-
-
-@contextlib.contextmanager
-def _signals(handler: Callable[[int, Optional[FrameType]], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``handler`` (main thread only); the old handlers come back after."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    numbers = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
-    saved = [(number, signal.signal(number, handler)) for number in numbers]
-    try:
-        yield
-    finally:
-        for number, previous in saved:
-            signal.signal(number, previous)
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from gatewayclient.testing import FakeGateway
-
-    gateway = FakeGateway(host=args.host, port=args.port, token=args.token or FAKE_TOKEN)
-    stop_requested: List[int] = []
-
-    def ready(gw: FakeGateway) -> None:
-        _write(f"export {ENV_BASE_URL}={shlex.quote(gw.url)}\n")
-        _write(f"export {ENV_AUTH_TOKEN}={shlex.quote(gw.token)}\n")
-        sys.stderr.write(f"{PROG}: fake gateway listening on {gw.url} (Ctrl-C to stop)\n")
-        sys.stderr.flush()
-        if stop_requested:  # a signal arrived while it was starting
-            gw.stop()
-
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
-        stop_requested.append(signum)
-        gateway.stop()
-
-    try:
-        with _signals(on_signal):
-            gateway.run(ready)
-    except BrokenPipeError:
-        raise
-    except OSError as exc:  # cannot listen: the port is taken, the address is not ours...
-        _error(f"cannot serve on {args.host} port {args.port}: {exc.strerror or exc}")
-        return 1
+        write("".join(f"{name}\n" for name in providers))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gatewayclient._demo import run_demo
 
-    return run_demo()
+    return run_demo(Stdout())
 
 
 # -- entry point --------------------------------------------------------------------------------
@@ -416,22 +349,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args: Optional[argparse.Namespace] = None
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        check_argv(argv)
         args = build_parser().parse_args(argv)
+        if sys.stdout is None:  # started with stdout closed (>&-): no one would see the answer
+            return 1
         with _logging(args.verbose):
             status: int = args.handler(args)
         return status
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except TextError as exc:
+        error(str(exc))
+        return 2
+    except GatewayValidationError as exc:  # a value the client refused: nothing was sent
+        parser = args.command_parser if args is not None else build_parser()
+        with contextlib.suppress(OSError, AttributeError):
+            parser.print_usage(sys.stderr)
+        error(str(exc), prog=parser.prog)
+        return 2
     except GatewayClientError as exc:
-        _error(_describe(exc, _base_url(args) if args is not None else None))
+        error(_describe(exc, _base_url(args) if args is not None else None))
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader went away (``| head``): say nothing, and keep the interpreter's final
-        # flush of stdout from failing again.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        return 1
+    except (OutputError, BrokenPipeError) as exc:
+        return output_failed(exc.cause if isinstance(exc, OutputError) else exc)

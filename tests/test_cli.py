@@ -22,6 +22,7 @@ import pytest
 import gatewayclient.cli as cli
 from gatewayclient import SyncGatewayClient
 from gatewayclient._demo import run_demo
+from gatewayclient.errors import GatewayValidationError
 from gatewayclient.testing import (
     MODELS,
     PROVIDERS,
@@ -321,11 +322,41 @@ def test_rate_limit_after_the_retries(
     assert len(gw.requests) == 2
 
 
-def test_invalid_argument_value_from_the_client(
-    run: Callable[..., Result], conn: List[str]
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["chat", "-t", "5", "Hello"], "from 0 to 2"),
+        (["chat", "--temperature", "-0.5", "Hello"], "from 0 to 2"),
+        (["chat", "-t", "nan", "Hello"], "from 0 to 2"),
+        (["embed", ""], "text 1 is empty"),
+        (["embed", "fine", "   "], "text 2 is empty"),
+        (["chat", "-m", "", "Hello"], "model"),  # refused by the client, before sending
+        (["embed", "-m", "", "text"], "model"),
+        (["models", "-p", ""], "provider"),
+        (["chat", "--timeout", "1e10", "Hello"], "at most 86400"),
+    ],
+)
+def test_argument_values_refused_before_sending_are_usage_errors(
+    run: Callable[..., Result], conn: List[str], gw: FakeGateway, argv: List[str], fragment: str
 ) -> None:
-    result = run("chat", *conn, "--temperature", "7", "Hello")
-    assert_one_error_line(result, "temperature")
+    result = run(*argv[:1], *conn, *argv[1:])
+    assert (result.status, result.out) == (2, "")
+    assert result.err.startswith("usage: gatewayclient ")
+    assert result.err.splitlines()[-1].startswith(f"gatewayclient {argv[0]}: error: ")
+    assert fragment in result.err.splitlines()[-1]
+    assert gw.requests == []
+
+
+def test_a_validation_error_from_the_client_is_a_usage_error(
+    run: Callable[..., Result], conn: List[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: SyncGatewayClient) -> None:
+        raise GatewayValidationError("some argument is wrong")
+
+    monkeypatch.setattr(SyncGatewayClient, "list_models", refused)
+    result = run("models", *conn)
+    assert (result.status, result.out) == (2, "")
+    assert result.err.splitlines()[-1] == "gatewayclient models: error: some argument is wrong"
 
 
 def test_retries_are_silent_unless_verbose(
@@ -403,6 +434,9 @@ def test_keyboard_interrupt_exits_130_quietly(
         ["chat", "--temperature", "warm", "Hello"],
         ["models", "--max-retries", "-1"],
         ["serve", "--port", "http"],
+        ["serve", "--port", "70000"],
+        ["serve", "--port", "-1"],
+        ["chat", "--timeout", "inf", "Hello"],
     ],
 )
 def test_usage_errors_exit_2(run: Callable[..., Result], gw: FakeGateway, argv: List[str]) -> None:

@@ -849,6 +849,107 @@ def test_requests_are_recorded_from_many_threads(gw: FakeGateway) -> None:
     assert said == sorted(f"n{i}" for i in range(12))
 
 
+# -- large bodies, error envelopes, what is recorded --------------------------------------------
+
+
+def image_prompt(size: int) -> List[Dict[str, Any]]:
+    """A user message with a text part and a base64 image of about ``size`` bytes."""
+    data = base64.b64encode(b"\x89PNG" + bytes(size * 3 // 4)).decode()
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this image?"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
+            ],
+        }
+    ]
+
+
+def test_a_large_image_prompt_is_answered_and_recorded(
+    gw: FakeGateway, http: requests.Session
+) -> None:
+    messages = image_prompt(8 * 1024 * 1024)  # aiohttp's default limit is 1 MiB
+    resp = chat(http, gw, messages=messages)
+    assert resp.status_code == 200, resp.text[:200]
+    assert resp.json()["choices"][0]["message"]["content"] == expected_reply(
+        "openai/gpt-4o", messages
+    )
+    (recorded,) = gw.requests
+    assert len(recorded.body) > 8 * 1024 * 1024
+    assert recorded.json["messages"] == messages
+
+
+def test_the_default_body_limit_admits_large_image_prompts() -> None:
+    assert FakeGateway().max_body_size >= 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_413_in_the_envelope_and_recorded(chunked: bool) -> None:
+    with FakeGateway(max_body_size=64 * 1024) as gw, requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {gw.token}"
+        body = json.dumps({"model": "openai/gpt-4o", "messages": image_prompt(100 * 1024)})
+        data: Any = iter([body.encode()]) if chunked else body.encode()
+        url = f"{gw.api_url}/chat/completions"
+        resp = http.post(url, data=data, headers={"Content-Type": "application/json"})
+        assert_error(resp, 413, "invalid_request_error", "request_too_large")
+        assert "65536" in resp.json()["error"]["message"]
+        assert resp.headers["x-request-id"]
+        (recorded,) = gw.requests
+        assert (recorded.method, recorded.path, recorded.json, recorded.body) == (
+            "POST",
+            "/v1/chat/completions",
+            None,
+            b"",
+        )
+        assert recorded.request_id == resp.headers["x-request-id"]
+        assert recorded.headers["authorization"] == "Bearer ***"
+        small = chat(http, gw)  # the gateway still serves, on the same session
+        assert small.status_code == 200
+        assert len(gw.requests) == 2
+
+
+def test_every_error_is_an_envelope(gw: FakeGateway, http: requests.Session) -> None:
+    url = f"{gw.api_url}/chat/completions"
+    assert_error(requests.get(f"{gw.url}/", timeout=5), 404, "not_found_error")
+    assert_error(requests.get(f"{gw.url}/nope", timeout=5), 404, "not_found_error")
+    assert_error(requests.post(f"{gw.url}/health", timeout=5), 405, "invalid_request_error")
+    assert_error(http.get(f"{gw.api_url}/nothing-here"), 404, "not_found_error")
+    assert_error(http.delete(url), 405, "invalid_request_error")
+    assert_error(http.post(url, data=b"{", headers={"Content-Type": "application/json"}),
+                 400, "invalid_request_error")  # fmt: skip
+    assert_error(requests.post(url, json=STREAM, timeout=5), 401, "authentication_error")
+    gw.fail(503)
+    assert_error(http.get(f"{gw.api_url}/models"), 503, "server_error")
+
+
+def test_every_v1_request_is_recorded_and_nothing_else() -> None:
+    with FakeGateway(rpm_limit=1, max_body_size=1024) as gw, requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {gw.token}"
+        assert requests.get(f"{gw.url}/health", timeout=5).status_code == 200
+        assert requests.get(f"{gw.url}/nope", timeout=5).status_code == 404
+        assert requests.post(f"{gw.url}/health", timeout=5).status_code == 405
+        statuses = [
+            http.get(f"{gw.api_url}/models").status_code,
+            http.get(f"{gw.api_url}/models").status_code,  # over the rpm limit
+            requests.get(f"{gw.api_url}/models", timeout=5).status_code,  # no token
+            http.get(f"{gw.api_url}/nothing-here").status_code,
+            http.put(f"{gw.api_url}/models").status_code,
+            http.post(f"{gw.api_url}/embeddings", data=b"x" * 2048).status_code,
+            http.get(f"{gw.url}/v1").status_code,
+        ]
+        assert statuses == [200, 429, 401, 404, 405, 413, 404]
+        assert [(r.method, r.path) for r in gw.requests] == [
+            ("GET", "/v1/models"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/nothing-here"),
+            ("PUT", "/v1/models"),
+            ("POST", "/v1/embeddings"),
+            ("GET", "/v1"),
+        ]
+
+
 # -- pytest plugin ---------------------------------------------------------------------------
 
 

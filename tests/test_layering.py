@@ -37,8 +37,10 @@ CLIENT_NAMES = {
     "AsyncStream": f"{PACKAGE}.async_client",
     "GatewayClient": f"{PACKAGE}.async_client",
 }
-# The command line layer: cli, __main__, and the demo that cli runs.
-COMMAND_LINE = {f"{PACKAGE}.cli", f"{PACKAGE}.__main__", f"{PACKAGE}._demo"}
+# The command line layer: cli, __main__, the demo that cli runs and cli's helper modules.
+COMMAND_LINE = {
+    f"{PACKAGE}.{name}" for name in ("cli", "__main__", "_demo", "_cli_base", "_cli_serve")
+}
 PUBLIC_MODULES = {
     PACKAGE,
     f"{PACKAGE}.errors",
@@ -71,8 +73,10 @@ RANKS = {
     "": 6,  # the package itself (__init__)
     "testing": 7,
     "_demo": 8,
-    "cli": 9,
-    "__main__": 10,
+    "_cli_base": 8,  # names, argument types, text checks and output shared by the commands
+    "_cli_serve": 9,  # the serve command (foreground and background)
+    "cli": 10,
+    "__main__": 11,
 }
 
 

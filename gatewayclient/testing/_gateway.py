@@ -32,6 +32,7 @@ from ._server import build_app
 from ._state import GatewayState, RateLimiter, RecordedRequest
 from ._wire import format_seconds
 
+DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 _DEFAULT_STREAM_ERROR = {
     "message": "The upstream provider failed while streaming.",
     "type": "provider_error",
@@ -50,14 +51,22 @@ class FakeGateway:
     Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/embeddings``,
     ``GET /v1/models``, ``GET /v1/models/{provider/model}``, ``GET /v1/providers``,
     ``GET /v1/providers/{provider}/models``, and ``GET /health`` (no token, never faulted).
-    Every response carries ``x-request-id``. Each ``/v1`` request is recorded, then meets the
-    next matching scripted fault, then the bearer-token check, then the rate limit. What the
+    Every response carries ``x-request-id``; every error answer (a scripted fault's aside) is
+    OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``, unknown routes (404),
+    wrong methods (405) and oversized bodies (413) included. Every request under ``/v1`` is
+    recorded, refused ones too (401, 404, 413, 429 ...), and nothing else (not ``/health``);
+    it then meets the next matching scripted fault, then the bearer-token check, then the rate
+    limit. What the
     answers hold is computed by the functions of ``gatewayclient.testing`` (``expected_reply``,
     ``expected_usage``, ``expected_embedding``, ...).
 
     ``rpm_limit`` caps requests per token in a fixed 60 s window (``window``) that opens with
     the token's first request, measured by ``clock``; ``retry_after`` replaces the computed
     wait in 429 answers (fractions allowed).
+
+    ``max_body_size`` (100 MiB) is the largest request body it accepts, enough for prompts that
+    carry images as base64 data URLs (OpenAI takes up to 50 MB of images per request); a larger
+    body is answered 413 in the error envelope, and recorded without its body.
 
     ``ssl_context`` (a server-side ``ssl.SSLContext`` holding a certificate for ``host``, made
     with trustme, say) serves HTTPS instead of HTTP; ``url`` then starts with ``https://``.
@@ -74,7 +83,11 @@ class FakeGateway:
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         ssl_context: Optional[ssl.SSLContext] = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
+        if max_body_size < 1:
+            raise ValueError("max_body_size must be at least 1 byte")
+        self._max_body_size = max_body_size
         self._host = host
         self._ssl_context = ssl_context
         self._wanted_port = port
@@ -117,6 +130,11 @@ class FakeGateway:
         return self.url + "/v1"
 
     @property
+    def max_body_size(self) -> int:
+        """The largest request body accepted, in bytes; larger ones are answered 413."""
+        return self._max_body_size
+
+    @property
     def token(self) -> str:
         """The bearer token it accepts for every model."""
         return self._token
@@ -128,7 +146,10 @@ class FakeGateway:
         if self._runner is not None:
             raise RuntimeError("the FakeGateway is already running")
         runner = web.AppRunner(
-            build_app(self._state), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+            build_app(self._state, self._max_body_size),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
         )
         await runner.setup()
         try:

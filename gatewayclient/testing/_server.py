@@ -1,6 +1,7 @@
 """The fake gateway's aiohttp application: recording, faults, auth and rate limit around the
-route handlers. Order per request: record it, serve a scripted fault, check the bearer token,
-count it against the token's window, then answer."""
+route handlers. Order per request: read its body (up to the size limit), record it if it is
+under ``/v1``, serve a scripted fault, check the bearer token, count it against the token's
+window, then answer. Every error answer, the router's included, is an OpenAI error envelope."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from ._state import GatewayState, RecordedRequest, redact_headers
 from ._wire import ApiError, format_seconds
 
 STATE = web.AppKey("gatewayclient.testing.state", GatewayState)
+MAX_BODY = web.AppKey("gatewayclient.testing.max_body_size", int)
+API_PREFIX = "/v1"
 CHAT_PATH = "/v1/chat/completions"
 _UNPARSED = object()
 
@@ -86,25 +89,55 @@ def _parse_body(raw: bytes) -> Any:
         return _UNPARSED
 
 
+async def _read_body(request: web.Request) -> Optional[bytes]:
+    """The whole body, or None when it is over the application's size limit (a declared
+    ``Content-Length`` over it is refused without reading)."""
+    limit = request.app[MAX_BODY]  # request.read() enforces it too
+    if request.content_length is not None and request.content_length > limit:
+        return None  # aiohttp reads and drops the rest after the answer (lingering close)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
+
+
+def _too_large(request: web.Request) -> ApiError:
+    limit = request.app[MAX_BODY]
+    size = request.content_length
+    message = (
+        f"The request body{'' if size is None else f' ({size} bytes)'} is larger than this"
+        f" gateway accepts: at most {limit} bytes."
+    )
+    return ApiError(413, message, code="request_too_large")
+
+
+def _is_api(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
 @web.middleware
 async def _record(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Give every request an id, record it, and answer router errors with an error envelope."""
+    """Give every request an id, record those under ``/v1``, and answer a body over the size
+    limit and the router's errors with an error envelope."""
     request[_REQUEST_ID] = "req_" + uuid.uuid4().hex[:24]
-    raw = await request.read()
-    request[_BODY] = body = _parse_body(raw)
-    request.app[STATE].record(
-        RecordedRequest(
-            method=request.method,
-            path=request.path,
-            query={key: request.query[key] for key in request.query},
-            headers=redact_headers(request.headers.items()),
-            json=None if body is _UNPARSED else body,
-            body=raw,
-            request_id=request[_REQUEST_ID],
+    raw = await _read_body(request)
+    request[_BODY] = body = _parse_body(raw or b"")
+    if _is_api(request.path):
+        request.app[STATE].record(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query={key: request.query[key] for key in request.query},
+                headers=redact_headers(request.headers.items()),
+                json=None if body is _UNPARSED else body,
+                body=raw or b"",
+                request_id=request[_REQUEST_ID],
+            )
         )
-    )
+    if raw is None:
+        return _error_response(_too_large(request))
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -229,10 +262,12 @@ async def _embeddings(request: web.Request, ctx: Context) -> web.StreamResponse:
     return web.json_response(embeddings(model, ctx.body))
 
 
-def build_app(state: GatewayState) -> web.Application:
-    """The aiohttp application serving ``state``'s gateway."""
-    app = web.Application(middlewares=[_record])
+def build_app(state: GatewayState, max_body_size: int) -> web.Application:
+    """The aiohttp application serving ``state``'s gateway, accepting bodies up to
+    ``max_body_size`` bytes."""
+    app = web.Application(middlewares=[_record], client_max_size=max_body_size)
     app[STATE] = state
+    app[MAX_BODY] = max_body_size
     app[CLOSING] = asyncio.Event()
     app.on_response_prepare.append(_add_headers)
     app.router.add_get("/health", _health)

@@ -21,7 +21,8 @@ class RecordedRequest:
 
     ``headers`` has lower-case names (repeated headers joined by ", ") with credentials
     redacted: ``authorization`` reads ``"Bearer ***"``. ``json`` is the parsed body, or None when
-    the body is empty or not JSON; ``body`` is the raw bytes.
+    the body is empty or not JSON; ``body`` is the raw bytes (``b""`` for a body over the size
+    limit, which is refused unread).
     """
 
     method: str
