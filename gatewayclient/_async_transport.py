@@ -259,7 +259,9 @@ class Transport:
         # offers no public switch for this.
         if hasattr(session, "_retry_connection"):
             session._retry_connection = False
-        keeper = _session_keeper(session, partial(self._forget, loop, session))
+        # The keeper holds the transport weakly: the transport's finalizer, which holds the pools,
+        # must not keep the transport itself alive.
+        keeper = _session_keeper(session, partial(_forget, weakref.ref(self), loop, session))
         await keeper.__anext__()  # runs to its yield at once: no other task interleaves
         pool = _Pool(session, keeper)
         with self._lock:
@@ -337,6 +339,16 @@ class Transport:
                 pool.close_dead()
             elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+
+
+def _forget(
+    ref: Callable[[], Optional[Transport]],
+    loop: asyncio.AbstractEventLoop,
+    session: aiohttp.ClientSession,
+) -> None:
+    transport = ref()
+    if transport is not None:
+        transport._forget(loop, session)
 
 
 def _close_dead_pools(pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool]) -> None:

@@ -136,7 +136,8 @@ class StreamCall:
     def accepts(self, status: int, headers: Mapping[str, str]) -> bool:
         """Whether the response is an event stream (else its whole body goes to ``reject``)."""
         content_type = headers.get("content-type") or "text/event-stream"
-        return 200 <= status < 300 and content_type.startswith("text/event-stream")
+        # RFC 9110 section 8.3.1: type and subtype are case-insensitive.
+        return 200 <= status < 300 and content_type[:17].lower() == "text/event-stream"
 
     def reject(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayClientError:
         if not 200 <= status < 300:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Union
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from ._usage import UsageTracker
 from .errors import (
@@ -54,6 +54,18 @@ def _index(value: Any, default: int) -> int:
     if type(value) is not int:
         raise GatewayStreamError(f"a chunk's index is not an integer: {value!r}")
     return value
+
+
+def _check_tool_calls(tool_calls: Any) -> None:
+    """Raise for tool calls that ``_ChoiceParts.add`` could not take in."""
+    if not tool_calls:
+        return
+    if type(tool_calls) is not list:
+        raise GatewayStreamError("a chunk's tool_calls is not a list")
+    for position, call in enumerate(tool_calls):
+        if type(call) is not dict:
+            raise GatewayStreamError("a chunk's tool call is not an object")
+        _index(call.get("index"), position)
 
 
 class _ChoiceParts:
@@ -127,8 +139,21 @@ class _ChoiceParts:
         return message
 
 
+_CHUNK_FIELDS = frozenset((*_HEAD_FIELDS, "object", "choices", "usage"))
+# What the caller has been handed, in order: a chunk with the deltas it carries, a chunk kept
+# back (a usage-only or an empty-choices chunk the client asked not to yield), or [DONE].
+_Deltas = List[Tuple[int, Any, Any]]  # a choice's index, its delta, its finish_reason
+_Entry = Tuple[Optional[ChatCompletionChunk], Dict[str, Any], _Deltas]
+_DONE: Dict[str, Any] = {}
+_DONE_ENTRY: _Entry = (None, _DONE, [])
+
+
 class StreamState:
-    """Decodes one stream attempt; ``restart`` forgets everything for a retried attempt."""
+    """Decodes one stream attempt; ``restart`` forgets everything for a retried attempt.
+
+    What a chunk adds to the answer (text, tool calls, usage) is taken in when the caller takes
+    that chunk, not when it is received: ``completion()`` and the usage totals hold what reached
+    the caller, and a stream abandoned with its end already received counts as abandoned."""
 
     def __init__(
         self, model: str, usage: UsageTracker, hide_usage_chunk: bool, secret: Optional[str] = None
@@ -141,17 +166,19 @@ class StreamState:
 
     def restart(self) -> None:
         self._decoder = SSEDecoder()
-        self._pending: Deque[ChatCompletionChunk] = deque()
+        self._pending: Deque[_Entry] = deque()
         self._choices: Dict[int, _ChoiceParts] = {}
         self._head: Dict[str, Any] = {}
+        self._extra: Dict[str, Any] = {}
         self._usage: Optional[Dict[str, Any]] = None
         self._error: Optional[GatewayClientError] = None
+        self._received_done = False
         self.done = False
         self.started = False
 
     @property
     def ready(self) -> bool:
-        """A chunk is waiting, or the stream is over: opening the stream has succeeded."""
+        """A chunk (or the end) is waiting: opening the stream has succeeded."""
         return bool(self._pending) or self.done
 
     @property
@@ -161,12 +188,36 @@ class StreamState:
     def take(self) -> Union[ChatCompletionChunk, _Signal]:
         """The next chunk for the caller, ``NEED_DATA`` or ``END``; raises the stream's error
         once every chunk received before it has been taken."""
-        if self._pending:
-            self.started = True
-            return self._pending.popleft()
+        pending = self._pending
+        while pending:
+            chunk, obj, deltas = pending.popleft()
+            if obj is _DONE:
+                self.done = True
+                self._tracker.record(self._model, self._usage)
+                return END
+            self._take_in(obj, deltas)
+            if chunk is not None:
+                self.started = True
+                return chunk
+            self._extra.update((k, v) for k, v in obj.items() if k not in _CHUNK_FIELDS)
         if self._error is not None:
             raise self._error
         return END if self.done else NEED_DATA
+
+    def _take_in(self, obj: Dict[str, Any], deltas: _Deltas) -> None:
+        if not self._head:
+            self._head = {key: obj[key] for key in _HEAD_FIELDS if obj.get(key) is not None}
+        usage = obj.get("usage")
+        if usage is not None:
+            self._usage = usage if type(usage) is dict else None
+        for index, delta, finish_reason in deltas:
+            parts = self._choices.get(index)
+            if parts is None:
+                parts = self._choices[index] = _ChoiceParts()
+            if type(finish_reason) is str:
+                parts.finish_reason = finish_reason
+            if delta is not None:
+                parts.add(delta)
 
     def feed(self, data: bytes) -> None:
         """Consume one read of the body; ``b""`` means the body ended.
@@ -183,10 +234,10 @@ class StreamState:
                 if events and not self.started and not self._pending:
                     events = self._first_events_at_eof(events)
             for event in events:
-                if self.done:
+                if self._received_done:
                     break
                 self._event(event)
-            if not data and not self.done:
+            if not data and not self._received_done:
                 if not self.started and not self._pending:
                     raise GatewayConnectionError("the stream closed before its first event")
                 raise GatewayStreamError("the stream ended before [DONE]: the answer is incomplete")
@@ -219,8 +270,8 @@ class StreamState:
         if kind != "message" and kind != "error":
             return  # keep-alives and other named events carry no chunk
         if data == "[DONE]":
-            self.done = True
-            self._tracker.record(self._model, self._usage)
+            self._received_done = True
+            self._pending.append(_DONE_ENTRY)
             return
         try:
             obj = json.loads(data)
@@ -233,46 +284,43 @@ class StreamState:
         self._chunk(obj)
 
     def _chunk(self, obj: Dict[str, Any]) -> None:
-        usage = obj.get("usage")
-        if usage is not None:
-            self._usage = usage if type(usage) is dict else None
         choices = obj.get("choices")
-        if not self._head:
-            self._head = {key: obj[key] for key in _HEAD_FIELDS if obj.get(key) is not None}
         if choices:
             if type(choices) is not list:
                 raise GatewayStreamError("a chunk's choices is not a list")
-            built = [self._add_choice(choice) for choice in choices]
-            self._pending.append(wrap(ChatCompletionChunk, obj, {"choices": built}))
-        elif usage is None or not self._hide_usage_chunk:
-            self._pending.append(ChatCompletionChunk._from_json(obj))
-        # else: the usage chunk this client asked for: recorded, not yielded
+            deltas: _Deltas = []
+            built = [self._choice(choice, deltas) for choice in choices]
+            self._pending.append((wrap(ChatCompletionChunk, obj, {"choices": built}), obj, deltas))
+        elif self._hide_usage_chunk:
+            # The usage chunk this client asked for, or one with nothing for the caller (Azure's
+            # prompt_filter_results): taken in on the way, never yielded, so that
+            # chunk["choices"][0] is always safe. Its other fields go into completion().
+            self._pending.append((None, obj, []))
+        else:
+            self._pending.append((ChatCompletionChunk._from_json(obj), obj, []))
 
-    def _add_choice(self, choice: Any) -> ChunkChoice:
-        """Add one choice's delta to the answer, and build its typed form on the way."""
+    def _choice(self, choice: Any, deltas: _Deltas) -> ChunkChoice:
+        """The typed form of one choice; what it adds to the answer goes into ``deltas``."""
         if type(choice) is not dict:
             raise GatewayStreamError("a chunk's choice is not an object")
         index = choice.get("index", 0)
         if type(index) is not int:
             index = _index(index, 0)
-        parts = self._choices.get(index)
-        if parts is None:
-            parts = self._choices[index] = _ChoiceParts()
-        finish_reason = choice.get("finish_reason")
-        if type(finish_reason) is str:
-            parts.finish_reason = finish_reason
         delta = choice.get("delta")
+        deltas.append((index, delta, choice.get("finish_reason")))
         if delta is None:
             return ChunkChoice._from_json(choice)
         if type(delta) is not dict:
             raise GatewayStreamError("a chunk's delta is not an object")
-        content = parts.add(delta)
-        decoded = {"content": content} if content is not None else {}
+        content = delta.get("content")
+        decoded = {"content": content} if type(content) is str else {}
+        if len(delta) > 1 or not decoded:  # not the common text-only delta
+            _check_tool_calls(delta.get("tool_calls"))
         return wrap(ChunkChoice, choice, {"delta": wrap(ChoiceDelta, delta, decoded)})
 
     def completion(self) -> ChatCompletion:
         """What has arrived so far as one ChatCompletion (the whole answer after the end)."""
-        raw: Dict[str, Any] = {"object": "chat.completion", **self._head}
+        raw: Dict[str, Any] = {"object": "chat.completion", **self._extra, **self._head}
         raw["choices"] = [
             {"index": index, "message": parts.message(), "finish_reason": parts.finish_reason}
             for index, parts in sorted(self._choices.items())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -83,6 +84,28 @@ CASES = {
         asyncio.run(use())
         gc.collect()
     """,
+    "hand-rolled loops (new_event_loop, run_until_complete, close), streams too, never closed": """
+        client = AsyncGatewayClient(URL, TOKEN)
+        async def use():
+            await client.chat_completion("openai/gpt-4o", HELLO)
+            async for _ in client.stream_chat_completion("openai/gpt-4o", HELLO):
+                pass
+        for _ in range(4):
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(use())
+            loop.close()  # no shutdown_asyncgens(): the client's keeper never runs to its end
+        del client
+        gc.collect()
+    """,
+    "hand-rolled loops, then aclose in a last one": """
+        client = AsyncGatewayClient(URL, TOKEN)
+        for _ in range(3):
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(client.list_models())
+            loop.close()
+        asyncio.run(client.aclose())
+        gc.collect()
+    """,
     "a task cancelled mid-stream": """
         client = AsyncGatewayClient(URL, TOKEN)
         async def consume():
@@ -157,3 +180,58 @@ def test_a_client_used_from_many_event_loops_keeps_no_dead_loop(
     gc.collect()
     assert [ref() for ref in loops] == [None] * 5  # every finished loop could be freed
     assert len(client._transport._pools) == 0
+
+
+def test_hand_rolled_event_loops_keep_no_dead_loop_and_no_socket(
+    gateway_server: FakeGateway,
+) -> None:
+    """``new_event_loop()`` / ``run_until_complete()`` / ``close()`` without shutting the loop's
+    generators down: each closed loop, its session and its sockets are let go when the client
+    next meets a new loop, and the rest when the client itself goes."""
+    import asyncio
+    import gc
+    import weakref
+
+    from loopback import open_sockets
+
+    from gatewayclient import AsyncGatewayClient
+
+    gc.collect()
+    baseline = open_sockets()
+    client = AsyncGatewayClient(gateway_server.url, gateway_server.token)
+    loops = []
+    for _ in range(5):
+        loop = asyncio.new_event_loop()
+        loops.append(weakref.ref(loop))
+        loop.run_until_complete(client.list_models())
+        loop.close()
+        del loop
+    gc.collect()
+    assert [ref() for ref in loops[:-1]] == [None] * 4  # all but the last one met
+    assert len(client._transport._pools) <= 1
+    # The server holds one socket per open connection too: at most the last loop's one pair.
+    assert open_sockets() <= baseline + 2
+    del client
+    gc.collect()
+    assert loops[-1]() is None
+    deadline = time.monotonic() + 3
+    while open_sockets() > baseline and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server side closes a moment after the client side
+    assert open_sockets() <= baseline
+
+
+def test_the_async_client_keeps_a_bounded_number_of_timeouts(gateway_server: FakeGateway) -> None:
+    """A service passing the time left on a deadline as ``timeout=`` uses a new value on every
+    call: what the client keeps for them stays bounded."""
+    import asyncio
+
+    from gatewayclient import AsyncGatewayClient
+
+    async def use() -> None:
+        async with AsyncGatewayClient(gateway_server.url, gateway_server.token) as client:
+            for call in range(300):
+                await client.list_models() if call == 0 else None
+                client._transport._timeout(5.0 + call / 1000)
+            assert len(client._transport._timeouts) <= 64
+
+    asyncio.run(use())

@@ -281,7 +281,7 @@ def test_usage_is_keyed_by_the_requested_model() -> None:
     assert list(tracker.by_model) == ["anthropic/claude-sonnet-4"]
 
 
-def test_usage_recorded_exactly_once_on_done() -> None:
+def test_usage_recorded_exactly_once_when_the_caller_reaches_done() -> None:
     state, tracker = new_state()
     state.feed(event(chunk("hi")) + event(usage_chunk()))
     drain(state)
@@ -290,7 +290,63 @@ def test_usage_recorded_exactly_once_on_done() -> None:
     state.feed(DONE)
     state.feed(b"")
     state.feed(b"")
+    assert tracker.total.requests == 0  # received, but the caller has not reached the end
+    assert state.take() is END
+    assert state.take() is END
     assert tracker.total == UsageTotals(8, 11, 19, 1)
+
+
+def test_a_stream_abandoned_with_its_end_already_received_is_not_a_completed_call() -> None:
+    """The whole answer arrives in one read; the caller takes one chunk and leaves."""
+    state, tracker = new_state()
+    state.feed(
+        event(chunk("Once", role="assistant"))
+        + event(chunk(" upon"))
+        + event(chunk(finish="stop"))
+        + event(usage_chunk())
+        + DONE
+    )
+    first = state.take()
+    assert isinstance(first, ChatCompletionChunk)
+    assert tracker.total == UsageTotals()
+    assert tracker.by_model == {}
+    assert state.usage is None  # the usage chunk has not reached the caller
+    answer = state.completion()
+    assert answer.choices[0].message.content == "Once"  # what reached the caller, no more
+    assert answer.choices[0].finish_reason is None
+
+
+def test_completion_holds_only_the_chunks_taken() -> None:
+    state, _ = new_state()
+    state.feed(event(chunk("a")) + event(chunk("b")) + event(chunk("c")))
+    assert state.completion().choices == []
+    state.take()
+    state.take()
+    assert state.completion().choices[0].message.content == "ab"
+
+
+def test_a_chunk_with_empty_choices_and_no_usage_is_kept_back_like_the_usage_chunk() -> None:
+    """Azure's first chunk carries prompt_filter_results and no choice: never yielded when the
+    client asked for usage itself (chunk["choices"][0] stays safe); its fields go into the
+    assembled answer, as in Azure's non-stream answers."""
+    filters = [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False}}}]
+    azure_first = {"id": "", "object": "", "created": 0, "model": "", "choices": []}
+    azure_first["prompt_filter_results"] = filters
+    state, tracker = new_state()
+    taken = run(state, event(azure_first), event(chunk("hi")), event(usage_chunk()), DONE)
+    assert contents(taken) == ["hi"]
+    assert all(item["choices"] for item in taken)
+    assert state.completion()["prompt_filter_results"] == filters
+    assert tracker.total == UsageTotals(8, 11, 19, 1)
+
+
+def test_a_chunk_with_empty_choices_is_yielded_when_the_caller_asked_for_stream_options() -> None:
+    state, _ = new_state(hide_usage_chunk=False)
+    taken = run(
+        state, event({"choices": [], "prompt_filter_results": []}), event(chunk("hi")), DONE
+    )
+    assert [item["choices"] for item in taken][0] == []
+    assert len(taken) == 2
 
 
 def test_abandoned_stream_records_nothing() -> None:
@@ -844,6 +900,8 @@ def stream_call(hide_usage_chunk: bool = True) -> StreamCall:
     [
         (200, "text/event-stream", True),
         (200, "text/event-stream; charset=utf-8", True),
+        (200, "Text/Event-Stream; Charset=UTF-8", True),  # RFC 9110: case-insensitive
+        (200, "TEXT/EVENT-STREAM", True),
         (200, None, True),
         (200, "application/json", False),
         (200, "text/html", False),
