@@ -345,7 +345,7 @@ def test_a_chunk_with_empty_choices_is_yielded_when_the_caller_asked_for_stream_
     taken = run(
         state, event({"choices": [], "prompt_filter_results": []}), event(chunk("hi")), DONE
     )
-    assert [item["choices"] for item in taken][0] == []
+    assert taken[0]["choices"] == []
     assert len(taken) == 2
 
 
