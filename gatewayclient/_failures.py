@@ -131,15 +131,11 @@ _KINDS: Dict[str, _Template] = {
         True,
         "cannot connect to the gateway at {origin}: its host name could not be resolved",
     ),
-    "connect_timeout": (
+    "connect_timeout": (  # a free connection of the pool, or a new one: both twins alike
         GatewayTimeoutError,
         True,
-        "cannot connect to the gateway at {origin}: no connection within {seconds} s",
-    ),
-    "pool_timeout": (
-        GatewayTimeoutError,
-        True,
-        "{label}: no free connection within {seconds} s (all max_connections are in use)",
+        "cannot connect to the gateway at {origin}: no connection within {seconds} s "
+        "(none of max_connections free, or connecting took longer)",
     ),
     "read_timeout": (
         GatewayTimeoutError,

@@ -89,7 +89,7 @@ def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float])
     if pool is not None:
         if isinstance(pool, urllib3.exceptions.ClosedPoolError):
             return Failure("dropped", reason="the client was closed")
-        return Failure("pool_timeout", seconds=timeout)
+        return Failure("connect_timeout", seconds=timeout)
     if _first(found, requests.TooManyRedirects):
         return Failure("redirects")
     if _first(found, requests.exceptions.InvalidSchema, urllib3.exceptions.LocationValueError):

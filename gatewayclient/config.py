@@ -63,13 +63,19 @@ def _non_negative(name: str, value: object) -> float:
     return float(value)
 
 
+MAX_TIMEOUT = 30 * 86400.0  # past this, the socket layer overflows (about 9e9 s): None means none
+
+
 def check_timeout(value: object, name: str = "timeout") -> Optional[float]:
-    """A timeout is a positive number of seconds, or None for no limit."""
+    """A timeout is a positive number of seconds up to 30 days, or None for no limit."""
     if value is None:
         return None
     seconds = _non_negative(name, value)
-    if seconds == 0:
-        raise GatewayConfigError(f"{name} must be > 0 seconds (or None for no limit)")
+    if seconds == 0 or seconds > MAX_TIMEOUT:
+        raise GatewayConfigError(
+            f"{name} must be > 0 seconds and at most {MAX_TIMEOUT:.0f} (30 days), got {value!r}; "
+            "None means no limit"
+        )
     return seconds
 
 

@@ -248,6 +248,8 @@ def test_an_empty_token_counts_as_none() -> None:
         ("timeout", -0.5),
         ("timeout", math.nan),
         ("timeout", math.inf),
+        ("timeout", 1e10),  # the socket layer would overflow on every call
+        ("timeout", 30 * 86400 + 1),
         ("timeout", "60"),
         ("timeout", True),
         ("timeout", (5, 10)),
@@ -302,6 +304,7 @@ def test_clients_reject_invalid_settings_at_construction(
         ("timeout", 5, "timeout", 5.0),
         ("timeout", 0.25, "timeout", 0.25),
         ("timeout", None, "timeout", None),
+        ("timeout", 30 * 86400, "timeout", 30 * 86400.0),
         ("max_connections", 1, "max_connections", 1),
         ("verify", False, "verify", False),
     ],
