@@ -42,8 +42,6 @@ from gatewayclient._cli_serve import add_serve
 from gatewayclient.errors import (
     GatewayClientError,
     GatewayConfigError,
-    GatewayConnectionError,
-    GatewayTimeoutError,
     GatewayValidationError,
 )
 
@@ -155,26 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_json(value: Any) -> None:
     write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
-def _os_reason(exc: BaseException) -> Optional[str]:
-    """The operating system's words (``Connection refused``) from an exception's chain."""
-    seen: List[BaseException] = []
-    current: Optional[BaseException] = exc
-    while current is not None and current not in seen:
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _describe(exc: GatewayClientError, base_url: Optional[str]) -> str:
-    if isinstance(exc, GatewayConnectionError) and not isinstance(exc, GatewayTimeoutError):
-        reason = _os_reason(exc)
-        if reason and base_url:
-            return f"cannot connect to the gateway at {base_url}: {reason}"
-    return str(exc)
 
 
 @contextlib.contextmanager
@@ -369,7 +347,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         error(str(exc), prog=parser.prog)
         return 2
     except GatewayClientError as exc:
-        error(_describe(exc, _base_url(args) if args is not None else None))
+        error(str(exc))  # the library words it: "cannot connect to the gateway at ...: ..."
         return 1
     except KeyboardInterrupt:
         return 130
