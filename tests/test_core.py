@@ -24,6 +24,7 @@ from gatewayclient.errors import (
     GatewayRateLimitError,
     GatewayResponseError,
     GatewayServerError,
+    GatewayTimeoutError,
     GatewayValidationError,
 )
 from gatewayclient.models import (
@@ -724,6 +725,7 @@ STATUS_ERRORS = [
     (401, GatewayAuthError),
     (403, GatewayAuthError),
     (404, GatewayModelNotFoundError),
+    (408, GatewayTimeoutError),
     (409, GatewayBadRequestError),
     (413, GatewayBadRequestError),
     (422, GatewayBadRequestError),
@@ -759,6 +761,27 @@ def test_rate_limit_error_carries_retry_after(core: GatewayCore) -> None:
     with pytest.raises(GatewayRateLimitError) as caught:
         chat(core).handle(429, {"Retry-After": "7"}, b'{"error": {"message": "slow down"}}')
     assert caught.value.retry_after == 7.0
+
+
+COPIED_RESETS = {"content-type": "application/json", "x-ratelimit-reset-requests": "30s"}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after"),
+    [
+        (429, b'{"error": {"message": "slow"}}', 30.0),
+        (503, b'{"error": {"message": "down"}}', None),
+        (200, b'{"error": {"message": "slow", "type": "rate_limit_error"}}', 30.0),
+        (200, b'{"error": {"message": "slow", "code": "rate_limit_exceeded"}}', 30.0),
+        (200, b'{"error": {"message": "down", "type": "server_error"}}', None),
+    ],
+)
+def test_a_refused_stream_head_reads_rate_limit_hints_only_for_a_rate_limit(
+    core: GatewayCore, status: int, body: bytes, retry_after: Any
+) -> None:
+    call = stream(core)
+    assert not call.accepts(status, COPIED_RESETS)
+    assert call.reject(status, COPIED_RESETS, body).retry_after == retry_after
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 502, 503, 418])
