@@ -31,11 +31,51 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",",
 
 
 def encode_json(body: Dict[str, Any]) -> bytes:
+    """The body as UTF-8 JSON; anything JSON or UTF-8 cannot carry is a GatewayValidationError."""
     try:
         text = _ENCODE(body)
     except (TypeError, ValueError) as exc:
         raise GatewayValidationError(f"the request cannot be sent as JSON: {exc}") from exc
-    return text.encode("utf-8")
+    except RecursionError:
+        raise GatewayValidationError(
+            "the request cannot be sent as JSON: nested too deeply"
+        ) from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate: text decoded with errors="surrogateescape" (argv, os.fsdecode) or
+        # read from JSON's "\udce9". The error names where it is, never the text around it.
+        char = exc.object[exc.start]
+        raise GatewayValidationError(
+            f"{_where_unencodable(body)} holds the lone surrogate {char!r}, which cannot be sent "
+            "as UTF-8 (text decoded with errors='surrogateescape'?)"
+        ) from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _where_unencodable(body: Dict[str, Any]) -> str:
+    """Where the first string UTF-8 cannot encode sits: ``messages[0]['content']``."""
+    stack: List[Tuple[Any, str]] = [(body, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in reversed(list(value.items())):
+                if isinstance(key, str) and not _encodable(key):
+                    return f"a key of {path}" if path else "a field name"
+                stack.append((item, f"{path}[{key!r}]" if path else str(key)))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(value))))
+    return "the request"
 
 
 def _is_number(value: Any) -> bool:
@@ -107,7 +147,12 @@ def check_input(value: Any) -> Union[str, List[str]]:
 
 
 def check_provider(provider: Any) -> str:
-    if not isinstance(provider, str) or not provider.strip() or "/" in provider:
+    if (
+        not isinstance(provider, str)
+        or not provider.strip()
+        or "/" in provider
+        or not _encodable(provider)
+    ):
         raise GatewayValidationError(f"provider must be a name like 'openai', got {provider!r}")
     return provider
 

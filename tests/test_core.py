@@ -605,6 +605,82 @@ def test_bad_embedding_arguments_are_validation_errors(
     assert isinstance(caught.value, ValueError)
 
 
+LONE = "caf\udce9"  # what surrogateescape makes of the Latin-1 bytes of "café"
+
+
+@pytest.mark.parametrize(
+    ("builder", "arguments", "where"),
+    [
+        pytest.param(
+            "chat",
+            {"messages": [{"role": "user", "content": LONE}]},
+            "messages[0]['content']",
+            id="content",
+        ),
+        pytest.param(
+            "stream",
+            {
+                "messages": [
+                    MESSAGES[0],
+                    {"role": "user", "content": [{"type": "text", "text": LONE}]},
+                ]
+            },
+            "messages[1]['content'][0]['text']",
+            id="content-part",
+        ),
+        pytest.param(
+            "chat",
+            {"messages": [{"role": "user", "content": "x", "name": LONE}]},
+            "messages[0]['name']",
+            id="name",
+        ),
+        pytest.param(
+            "chat",
+            {"tools": [{"type": "function", "function": {"name": "f", "arguments": LONE}}]},
+            "tools[0]['function']['arguments']",
+            id="tool-arguments",
+        ),
+        pytest.param("chat", {"metadata": {LONE: "v"}}, "metadata", id="a-key"),
+        pytest.param("chat", {"stop": ["ok", LONE]}, "stop[1]", id="passed-through"),
+        pytest.param("stream", {"user": LONE}, "user", id="stream-field"),
+        pytest.param("chat", {"model": "openai/" + LONE}, "model", id="model"),
+        pytest.param("embed", {"input": LONE}, "input", id="input"),
+        pytest.param("embed", {"input": ["a", "b", LONE]}, "input[2]", id="input-list"),
+        pytest.param("embed", {"user": LONE}, "user", id="embed-field"),
+        pytest.param(
+            "chat",
+            {"messages": [{"role": "user", "content": "\ud83d\ude00"}]},
+            "messages[0]['content']",
+            id="split-pair",
+        ),
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_the_body_is_a_validation_error(
+    core: GatewayCore, builder: str, arguments: dict[str, Any], where: str
+) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    with pytest.raises(GatewayValidationError) as caught:
+        build(core, **arguments)
+    message = str(caught.value)
+    assert where in message and "surrogate" in message
+    message.encode("utf-8")  # the message itself can be printed
+    assert TOKEN not in message + repr(caught.value)
+
+
+def test_a_lone_surrogate_in_a_provider_name_is_a_validation_error(core: GatewayCore) -> None:
+    with pytest.raises(GatewayValidationError) as caught:
+        core.provider_models(LONE)
+    str(caught.value).encode("utf-8")
+
+
+def test_a_body_nested_too_deeply_for_json_is_a_validation_error(core: GatewayCore) -> None:
+    nested: Any = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(GatewayValidationError):
+        chat(core, metadata={"deep": nested})
+
+
 @pytest.mark.parametrize("provider", ["", "  ", "a/b", "openai/", None, 3])
 def test_bad_provider_names_are_validation_errors(core: GatewayCore, provider: Any) -> None:
     with pytest.raises(GatewayValidationError) as caught:
