@@ -11,10 +11,12 @@ from typing import Any, Callable
 import pytest
 
 from gatewayclient import __version__
+from gatewayclient import _core as core_module
+from gatewayclient._checks import KNOWN_PARAMETERS, _edit_distance, _likely_parameters
 from gatewayclient._core import Call, GatewayCore, Request, StreamCall
 from gatewayclient._stream import END, NEED_DATA
 from gatewayclient._usage import UsageTotals, UsageTracker
-from gatewayclient.config import ClientConfig
+from gatewayclient.config import ClientConfig, RetryPolicy
 from gatewayclient.errors import (
     GatewayAuthError,
     GatewayBadRequestError,
@@ -415,6 +417,195 @@ def test_one_header_per_name_whatever_its_case() -> None:
 def test_a_per_call_authorization_replaces_the_token_header() -> None:
     request = chat(make_core(), extra_headers={"authorization": "Bearer per-call"}).request
     assert header(request, "Authorization") == "Bearer per-call"
+
+
+# -- misspelt parameters, extra_body and a per-call max_retries --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("builder", "name", "likely"),
+    [
+        ("chat", "temprature", "'temperature'"),
+        ("stream", "temprature", "'temperature'"),
+        ("chat", "max_token", "'max_tokens'"),
+        ("chat", "tempreture", "'temperature'"),
+        ("chat", "frequency_penality", "'frequency_penalty'"),
+        ("chat", "tool_choise", "'tool_choice'"),
+        ("chat", "respone_format", "'response_format'"),
+        ("chat", "stream_option", "'stream_options'"),
+        ("chat", "topp", "'top_p'"),
+        ("chat", "sede", "'seed'"),
+        ("chat", "top_x", "'top_a', 'top_k', 'top_n' or 'top_p'"),
+        ("chat", "extra_header", "'extra_headers'"),
+        ("chat", "timout", "'timeout'"),
+        ("chat", "max_retires", "'max_retries'"),
+        ("chat", "extrabody", "'extra_body'"),
+        ("embed", "dimension", "'dimensions'"),
+        ("embed", "encoding_fromat", "'encoding_format'"),
+    ],
+)
+def test_a_misspelt_parameter_is_refused_naming_the_likely_one(
+    core: GatewayCore, builder: str, name: str, likely: str
+) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    with pytest.raises(GatewayValidationError) as caught:
+        build(core, **{name: 1})
+    assert f"{name!r}: did you mean {likely}?" in str(caught.value)
+    assert "extra_body" in str(caught.value)
+
+
+NAMED = {"model", "messages", "input", "stream", "temperature", "max_tokens", "top_p"}
+OPTIONS = {"extra_headers", "timeout", "max_retries", "extra_body"}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_PARAMETERS - NAMED - OPTIONS))
+def test_every_known_parameter_passes_through(core: GatewayCore, name: str) -> None:
+    assert body_of(chat(core, **{name: "v"}).request)[name] == "v"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "some_gateway_extension",  # far from every known name
+        "temp",  # 4 characters, 3 edits from anything known
+        "topP",  # 2 edits from top_p: too far for a name under 8 characters
+        "mode",  # 1 edit from model, which is never offered
+        "inputs",  # likewise input
+        "tpp",  # under 4 characters: never checked
+        "sed",
+        "max_retry",  # 3 edits from max_retries
+        "user_id",
+        "tool_resources",
+    ],
+)
+def test_other_unknown_parameters_still_pass_through(core: GatewayCore, name: str) -> None:
+    assert body_of(chat(core, **{name: 1}).request)[name] == 1
+    assert body_of(embed(core, **{name: 1}).request)[name] == 1
+
+
+def test_required_arguments_are_never_offered_as_corrections() -> None:
+    assert _likely_parameters("mode") is None  # model: 1 edit, but never offered
+    assert _likely_parameters("mesages") is None
+    assert _likely_parameters("inputs") is None
+    assert _likely_parameters("modell") == "'models'"  # OpenRouter's list of models
+
+
+def test_the_name_check_does_not_run_without_extra_parameters(
+    core: GatewayCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(params: Any) -> None:
+        raise AssertionError("checked")
+
+    monkeypatch.setattr(core_module, "check_parameter_names", boom)
+    chat(core, temperature=0.5, max_tokens=5, top_p=0.5, timeout=3, max_retries=1)
+    stream(core, extra_headers={"X-A": "1"}, extra_body={"temprature": 1})
+    embed(core)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [
+        ("temprature", "temperature", 1),
+        ("sede", "seed", 1),
+        ("tempreture", "temperature", 2),
+        ("abc", "abc", 0),
+        ("", "abc", 3),
+        ("kitten", "sitting", 3),
+    ],
+)
+def test_edit_distance_counts_a_neighbour_swap_as_one(a: str, b: str, distance: int) -> None:
+    assert _edit_distance(a, b, 5) == distance
+    assert _edit_distance(b, a, 5) == distance
+
+
+@pytest.mark.parametrize("builder", ["chat", "stream", "embed"])
+def test_extra_body_is_sent_as_is_without_a_name_check(core: GatewayCore, builder: str) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    extra = {"temprature": 0.2, "vendor": {"nested": [1, None]}, "nothing": None}
+    body = body_of(build(core, extra_body=extra).request)
+    assert {key: body[key] for key in extra} == extra
+    assert "extra_body" not in body
+
+
+def test_extra_body_wins_over_named_and_passed_parameters(core: GatewayCore) -> None:
+    request = chat(
+        core,
+        temperature=0.5,
+        seed=1,
+        extra_body={"temperature": 0.7, "seed": 2, "model": "other/model", "messages": []},
+    ).request
+    body = body_of(request)
+    assert (body["temperature"], body["seed"], body["model"], body["messages"]) == (
+        0.7,
+        2,
+        "other/model",
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "hidden"),
+    [({}, True), ({"stream_options": None}, True), ({"stream_options": {"x": 1}}, False)],
+)
+def test_stream_options_in_extra_body_count_as_the_callers(
+    core: GatewayCore, extra: dict[str, Any], hidden: bool
+) -> None:
+    call = stream(core, extra_body=extra)
+    body = body_of(call.request)
+    assert body["stream"] is True
+    assert call.hide_usage_chunk is hidden
+    assert body["stream_options"] == ({"include_usage": True} if hidden else {"x": 1})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param([("a", 1)], id="list"),
+        pytest.param("a=1", id="str"),
+        pytest.param({"stream": True}, id="stream"),
+        pytest.param({"stream": False}, id="stream-false"),
+        pytest.param({"x": object()}, id="not-json"),
+    ],
+)
+@pytest.mark.parametrize("builder", ["chat", "stream"])
+def test_bad_extra_body_is_a_validation_error(core: GatewayCore, builder: str, value: Any) -> None:
+    with pytest.raises(GatewayValidationError):
+        BUILDERS[builder](core, extra_body=value)
+
+
+@pytest.mark.parametrize("builder", ["chat", "stream", "embed"])
+def test_per_call_max_retries_overrides_only_that_field_for_that_call(
+    builder: str,
+) -> None:
+    policy = RetryPolicy(max_retries=2, max_retry_after=7.0, backoff_base=0.25, backoff_max=3.0)
+    core = make_core(retry_policy=policy)
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    call = build(core, max_retries=5)
+    assert call.policy == RetryPolicy(5, 7.0, 0.25, 3.0)
+    assert "max_retries" not in body_of(call.request)
+    assert build(core).policy is policy
+    assert build(core, max_retries=None).policy is policy
+    assert build(core, max_retries=2).policy is policy
+
+
+def test_every_call_carries_the_clients_policy() -> None:
+    policy = RetryPolicy(max_retries=4, backoff_base=0)
+    core = make_core(retry_policy=policy)
+    calls = [chat(core), stream(core), embed(core), core.models(), core.providers()]
+    calls.append(core.provider_models("openai"))
+    assert all(call.policy is policy for call in calls)
+    fallback = core.providers().handle(404, {}, b"")
+    assert isinstance(fallback, Call) and fallback.policy is policy
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2", [1]])
+@pytest.mark.parametrize("builder", ["chat", "stream", "embed"])
+def test_bad_per_call_max_retries_are_validation_errors(
+    core: GatewayCore, builder: str, value: Any
+) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    with pytest.raises(GatewayValidationError, match="max_retries"):
+        build(core, max_retries=value)
 
 
 # -- streams ----------------------------------------------------------------------------------
