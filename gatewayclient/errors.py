@@ -320,7 +320,8 @@ def _reset_value(value: str, now: Optional[float]) -> Optional[float]:
         return parse_duration(value) if seconds is None else seconds
     if seconds >= _EPOCH_MILLISECONDS:
         seconds /= 1000.0
-    return max(0.0, seconds - (time.time() if now is None else now))
+    delay = seconds - (time.time() if now is None else now)
+    return max(0.0, delay) if math.isfinite(delay) else None
 
 
 def parse_duration(text: str) -> Optional[float]:

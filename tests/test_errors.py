@@ -505,6 +505,11 @@ def test_an_epoch_reset_uses_the_clock_when_now_is_not_given() -> None:
     assert error_from_response(429, headers, b"").retry_after == pytest.approx(seconds, abs=5)
 
 
+@pytest.mark.parametrize("now", [float("-inf"), float("inf"), float("nan")])
+def test_an_epoch_reset_against_a_non_finite_now_is_no_hint(now: float) -> None:
+    assert parse_retry_after({"x-ratelimit-reset-requests": "1700000000"}, now=now) is None
+
+
 def test_an_epoch_reset_and_a_duration_reset_compare_as_waits() -> None:
     headers = {
         "x-ratelimit-reset-requests": str(int(NOW) + 5),
