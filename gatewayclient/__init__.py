@@ -4,6 +4,7 @@ The two clients are imported on first use, so a sync-only program never loads ai
 async-only one never loads requests.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._usage import UsageTotals, UsageTracker
@@ -70,6 +71,10 @@ __all__ = [
     "UsageTracker",
     "__version__",
 ]
+
+# A library's logger prints nothing until the application configures logging (without a
+# handler, Python's last resort would print every WARNING on stderr).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _LAZY = {
     "AsyncGatewayClient": ("async_client", "AsyncGatewayClient"),

@@ -13,10 +13,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from ._checks import (
+    CallOptions,
     call_options,
     check_input,
     check_messages,
     check_model,
+    check_parameter_names,
     check_provider,
     check_sampling,
     encode_json,
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 _FALLBACK_STATUSES = (404, 405)
-Options = Tuple[Dict[str, str], Optional[float]]  # a call's extra_headers and timeout
+_DEFAULT_POLICY = RetryPolicy()
 
 
 class Request:
@@ -84,9 +86,10 @@ class Request:
 
 
 class Call:
-    """A request and how to read its answer; ``handle`` may answer with a follow-up Call."""
+    """A request, the retry policy it runs under, and how to read its answer; ``handle`` may
+    answer with a follow-up Call."""
 
-    __slots__ = ("fallback", "parse", "request", "secret")
+    __slots__ = ("fallback", "parse", "policy", "request", "secret")
 
     def __init__(
         self,
@@ -94,11 +97,13 @@ class Call:
         parse: Callable[[Any], Any],
         secret: Optional[str],
         fallback: Optional[Callable[[], Call]] = None,
+        policy: Optional[RetryPolicy] = None,
     ) -> None:
         self.request = request
         self.parse = parse
         self.secret = secret
         self.fallback = fallback
+        self.policy = _DEFAULT_POLICY if policy is None else policy
 
     def handle(self, status: int, headers: Mapping[str, str], body: bytes) -> Any:
         if 200 <= status < 300:
@@ -114,7 +119,7 @@ class Call:
 class StreamCall:
     """A streaming chat request: checks the response head, then makes a StreamState of it."""
 
-    __slots__ = ("hide_usage_chunk", "model", "request", "secret", "usage")
+    __slots__ = ("hide_usage_chunk", "model", "policy", "request", "secret", "usage")
 
     def __init__(
         self,
@@ -123,12 +128,14 @@ class StreamCall:
         usage: UsageTracker,
         hide_usage_chunk: bool,
         secret: Optional[str],
+        policy: Optional[RetryPolicy] = None,
     ) -> None:
         self.request = request
         self.model = model
         self.usage = usage
         self.hide_usage_chunk = hide_usage_chunk
         self.secret = secret
+        self.policy = _DEFAULT_POLICY if policy is None else policy  # opening is retried
 
     def new_state(self) -> StreamState:
         return StreamState(self.model, self.usage, self.hide_usage_chunk, self.secret)
@@ -197,18 +204,14 @@ class GatewayCore:
             ],
         )
 
-    @property
-    def retry(self) -> RetryPolicy:
-        return self.config.retry
-
     def _request(
         self,
         method: str,
         path: str,
         body: Optional[Dict[str, Any]] = None,
-        options: Options = ({}, None),
+        options: Optional[CallOptions] = None,
     ) -> Request:
-        extra, timeout = options
+        extra, timeout = (options.headers, options.timeout) if options else ({}, None)
         data = None
         headers = self._headers
         if body is not None:
@@ -237,16 +240,20 @@ class GatewayCore:
         max_tokens: Any,
         top_p: Any,
         params: Dict[str, Any],
-    ) -> Tuple[Dict[str, Any], Options]:
+    ) -> Tuple[Dict[str, Any], CallOptions]:
         body: Dict[str, Any] = {"model": check_model(model), "messages": check_messages(messages)}
         check_sampling(temperature, max_tokens, top_p)
-        options = call_options(params)
-        if "stream" in params:
-            raise GatewayValidationError(
-                "pass no 'stream' argument: use chat_completion() or stream_chat_completion()"
-            )
+        options = call_options(params, self.config.retry)
+        if params:
+            if "stream" in params:
+                raise GatewayValidationError(
+                    "pass no 'stream' argument: use chat_completion() or stream_chat_completion()"
+                )
+            check_parameter_names(params)
         fields = {"temperature": temperature, "max_tokens": max_tokens, "top_p": top_p, **params}
         body.update((key, value) for key, value in fields.items() if value is not None)
+        if options.extra_body:
+            body.update(options.extra_body)  # last, as is: it wins over a named parameter
         return body, options
 
     def chat(
@@ -260,7 +267,8 @@ class GatewayCore:
     ) -> Call:
         body, options = self._chat_body(model, messages, temperature, max_tokens, top_p, params)
         request = self._request("POST", "/chat/completions", body, options)
-        return Call(request, self._counted(ChatCompletion, body["model"]), self.config.auth_token)
+        parse = self._counted(ChatCompletion, body["model"])
+        return Call(request, parse, self.config.auth_token, policy=options.policy)
 
     def stream(
         self,
@@ -278,17 +286,25 @@ class GatewayCore:
             body["stream_options"] = {"include_usage": True}
         request = self._request("POST", "/chat/completions", body, options)
         return StreamCall(
-            request, body["model"], self.usage, hide_usage_chunk, self.config.auth_token
+            request,
+            body["model"],
+            self.usage,
+            hide_usage_chunk,
+            self.config.auth_token,
+            options.policy,
         )
 
     def embeddings(self, model: Any, input: Any, params: Dict[str, Any]) -> Call:
-        options = call_options(params)
+        options = call_options(params, self.config.retry)
         body: Dict[str, Any] = {"model": check_model(model), "input": check_input(input)}
-        body.update((key, value) for key, value in params.items() if value is not None)
+        if params:
+            check_parameter_names(params)
+            body.update((key, value) for key, value in params.items() if value is not None)
+        if options.extra_body:
+            body.update(options.extra_body)
         request = self._request("POST", "/embeddings", body, options)
-        return Call(
-            request, self._counted(EmbeddingResponse, body["model"]), self.config.auth_token
-        )
+        parse = self._counted(EmbeddingResponse, body["model"])
+        return Call(request, parse, self.config.auth_token, policy=options.policy)
 
     def _counted(self, model: Any, asked: str) -> Callable[[Any], Any]:
         """A parser that builds ``model`` and records the answer's usage under ``asked``."""
@@ -301,18 +317,20 @@ class GatewayCore:
 
         return parse
 
+    def _get(
+        self, path: str, parse: Callable[[Any], Any], fallback: Optional[Callable[[], Call]] = None
+    ) -> Call:
+        request = self._request("GET", path)
+        return Call(request, parse, self.config.auth_token, fallback, self.config.retry)
+
     def models(self) -> Call:
-        return Call(self._request("GET", "/models"), parse_model_list, self.config.auth_token)
+        return self._get("/models", parse_model_list)
 
     def providers(self) -> Call:
         def fallback() -> Call:
-            return Call(
-                self._request("GET", "/models"), providers_from_models, self.config.auth_token
-            )
+            return self._get("/models", providers_from_models)
 
-        return Call(
-            self._request("GET", "/providers"), parse_providers, self.config.auth_token, fallback
-        )
+        return self._get("/providers", parse_providers, fallback)
 
     def provider_models(self, provider: Any) -> Call:
         name = check_provider(provider)
@@ -321,14 +339,9 @@ class GatewayCore:
             return parse_provider_models(name, data)
 
         def fallback() -> Call:
-            return Call(
-                self._request("GET", "/models"),
-                lambda data: provider_models_from_models(name, data),
-                self.config.auth_token,
-            )
+            return self._get("/models", lambda data: provider_models_from_models(name, data))
 
-        path = f"/providers/{quote(name, safe='')}/models"
-        return Call(self._request("GET", path), parse, self.config.auth_token, fallback)
+        return self._get(f"/providers/{quote(name, safe='')}/models", parse, fallback)
 
 
 # -- answers ------------------------------------------------------------------------------------

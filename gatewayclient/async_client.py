@@ -171,7 +171,7 @@ class AsyncGatewayClient(ClientBase):
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a fallback Call
             result = await retry.arun(
-                self._core.retry, partial(self._attempt, result), result.request.label
+                result.policy, partial(self._attempt, result), result.request.label
             )
         return result
 
@@ -202,7 +202,7 @@ class AsyncGatewayClient(ClientBase):
     ) -> AsyncStream:
         """Stream a chat completion; arguments are checked now, the request is sent on iteration."""
         call = self._core.stream(model, messages, temperature, max_tokens, top_p, params)
-        return AsyncStream(self._transport, call, self._core.retry)
+        return AsyncStream(self._transport, call, call.policy)
 
     async def embeddings(
         self, model: str, input: Union[str, List[str]], **params: Any

@@ -10,7 +10,7 @@ The exception tree::
     ├── GatewayServerError              500, 503, 504, 529      retryable
     ├── GatewayBadRequestError          400, 409, 413, 422
     ├── GatewayConnectionError          refused, reset, dropped retryable
-    │   └── GatewayTimeoutError         connect or read timeout retryable
+    │   └── GatewayTimeoutError         connect or read timeout, 408 retryable
     ├── GatewayStreamError              stream malformed or ended early
     ├── GatewayResponseError            body not the JSON promised
     ├── GatewayValidationError          bad arguments, nothing sent      (also ValueError)
@@ -133,7 +133,7 @@ class GatewayConnectionError(GatewayClientError):
 
 
 class GatewayTimeoutError(GatewayConnectionError):
-    """Connecting, or waiting for the next bytes, took longer than the timeout."""
+    """Connecting, or waiting for the next bytes, took longer than the timeout; or a 408."""
 
 
 class GatewayStreamError(GatewayClientError):
@@ -156,6 +156,7 @@ _STATUS_CLASSES: dict[int, type[GatewayClientError]] = {
     **dict.fromkeys((400, 409, 413, 422), GatewayBadRequestError),
     **dict.fromkeys((401, 403), GatewayAuthError),
     404: GatewayModelNotFoundError,
+    408: GatewayTimeoutError,  # a gateway's own upstream timeout: worth another try
     429: GatewayRateLimitError,
     502: GatewayProviderError,
     **dict.fromkeys((500, 503, 504, 529), GatewayServerError),
@@ -172,6 +173,12 @@ _TYPE_CLASSES: dict[str, type[GatewayClientError]] = {
     "overloaded_error": GatewayServerError,
 }
 
+# A non-numeric ``code`` that names its class whatever the ``type`` (OpenAI sends
+# ``{"type": "tokens", "code": "rate_limit_exceeded"}``).
+_CODE_CLASSES: dict[str, type[GatewayClientError]] = {
+    "rate_limit_exceeded": GatewayRateLimitError,
+}
+
 _ID_HEADERS = ("x-request-id", "request-id", "x-litellm-call-id", "x-amzn-requestid", "cf-ray")
 _REDACTED = "[REDACTED]"
 _MAX_MESSAGE = 300
@@ -183,6 +190,11 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs"
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
 _NOT_JSON: Any = object()
+# A plain number in x-ratelimit-reset-* at least this large is a point in time, not a wait:
+# 1e9 seconds is 31 years as a wait and 2001-09-09 as a Unix time, so no real wait and no recent
+# time lies on the wrong side. From 1e12 on it is in milliseconds (1e12 s would be year 33658).
+_EPOCH_SECONDS = 1e9
+_EPOCH_MILLISECONDS = 1e12
 
 
 def error_class_for_status(status: int) -> type[GatewayClientError]:
@@ -208,41 +220,47 @@ def error_from_response(
         data = text
     error = data.get("error") if isinstance(data, dict) else None
     fields = error if isinstance(error, dict) else {}
-    message = _message_from(data) or _summarize(text) or _empty_body_message(status, reason)
-    return error_class_for_status(status)(
+    message = (
+        _message_from(data)
+        or _only_string(data)
+        or _summarize(text)
+        or _empty_body_message(status, reason)
+    )
+    cls = error_class_for_status(status)
+    return cls(
         _redact(message, secret),
         status_code=status,
         error_type=_str_or_none(fields.get("type")),
         error_code=_code_or_none(fields.get("code")),
         request_id=_redact(_request_id(lowered), secret),
         body=data,
-        retry_after=parse_retry_after(lowered, now),
+        retry_after=parse_retry_after(lowered, now, rate_limited=cls is GatewayRateLimitError),
     )
 
 
 def error_from_event(
-    payload: Any, headers: Optional[Mapping[str, str]] = None, *, secret: Optional[str] = None
+    payload: Any,
+    headers: Optional[Mapping[str, str]] = None,
+    *,
+    secret: Optional[str] = None,
+    now: Optional[float] = None,
 ) -> GatewayClientError:
     """The exception for an error object sent inside an event stream (``{"error": {...}}``).
 
-    A numeric ``code`` wins over a numeric ``status``, either over ``type``. Retry hints in the
-    error object (``retry_after_ms``, ``retry_after``) win over the stream's headers.
+    A numeric ``code`` wins over a numeric ``status``, either over a known text ``code``
+    (``rate_limit_exceeded``), that over ``type``. Retry hints in the error object
+    (``retry_after_ms``, ``retry_after``) win over the stream's headers, which are read by the
+    rules of ``error_from_response`` (the rate-limit hints only for a rate-limit error).
     """
     payload = _redact_body(payload, secret)
     inner = payload.get("error", payload) if isinstance(payload, dict) else None
     fields: dict[Any, Any] = inner if isinstance(inner, dict) else {}
     message = inner if isinstance(inner, str) and inner.strip() else _message_from(fields)
-    status = _status_number(fields.get("code"))
-    if status is None:
-        status = _status_number(fields.get("status"))
+    status, cls = _event_class(fields)
     error_type = _str_or_none(fields.get("type"))
-    if status is not None:
-        cls = error_class_for_status(status)
-    else:
-        cls = _TYPE_CLASSES.get(error_type or "", GatewayServerError)
     retry_after = _event_retry_after(fields)
     if retry_after is None and headers is not None:
-        retry_after = parse_retry_after(headers)
+        retry_after = parse_retry_after(headers, now, rate_limited=cls is GatewayRateLimitError)
     return cls(
         message or f"the gateway sent an error event ({error_type or 'no type'})",
         status_code=status,
@@ -254,23 +272,58 @@ def error_from_event(
     )
 
 
-def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None) -> Optional[float]:
-    """Seconds the server asked to wait before retrying, or None when it gave no usable hint."""
+def _event_class(fields: Mapping[Any, Any]) -> tuple[Optional[int], type[GatewayClientError]]:
+    """The status (if the event gives one) and the class of an in-stream error object."""
+    status = _status_number(fields.get("code"))
+    if status is None:
+        status = _status_number(fields.get("status"))
+    if status is not None:
+        return status, error_class_for_status(status)
+    code = fields.get("code")
+    if isinstance(code, str) and code in _CODE_CLASSES:
+        return None, _CODE_CLASSES[code]
+    error_type = fields.get("type")
+    return None, _TYPE_CLASSES.get(
+        error_type if isinstance(error_type, str) else "", GatewayServerError
+    )
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], now: Optional[float] = None, *, rate_limited: bool = True
+) -> Optional[float]:
+    """Seconds the server asked to wait before retrying, or None when it gave no usable hint.
+
+    ``retry-after-ms`` and ``Retry-After`` are read for any answer; ``x-ratelimit-reset-*`` and
+    ``llm_provider-retry-after`` describe a quota, so they are read only when ``rate_limited``
+    (a 429): gateways copy them onto every answer. A reset that is a Unix time (seconds, or
+    milliseconds) is read as the wait until then, from ``now`` (default: the clock).
+    """
     lowered = _lower_keys(headers)
     millis = _seconds(lowered.get("retry-after-ms"))
     if millis is not None:
         return millis / 1000.0
     retry_after = _retry_after_value(lowered.get("retry-after"), now)
-    if retry_after is not None:
+    if retry_after is not None or not rate_limited:
         return retry_after
     resets = [
-        parse_duration(lowered.get(f"x-ratelimit-reset-{kind}", ""))
+        _reset_value(lowered.get(f"x-ratelimit-reset-{kind}", ""), now)
         for kind in ("requests", "tokens")
     ]
     longest = max((reset for reset in resets if reset is not None), default=None)
     if longest is not None:
         return longest
     return _seconds(lowered.get("llm_provider-retry-after"))
+
+
+def _reset_value(value: str, now: Optional[float]) -> Optional[float]:
+    """An x-ratelimit-reset-* value: a duration, or a Unix time when it is that large."""
+    seconds = _seconds(value)
+    if seconds is None or seconds < _EPOCH_SECONDS:
+        return parse_duration(value) if seconds is None else seconds
+    if seconds >= _EPOCH_MILLISECONDS:
+        seconds /= 1000.0
+    delay = seconds - (time.time() if now is None else now)
+    return max(0.0, delay) if math.isfinite(delay) else None
 
 
 def parse_duration(text: str) -> Optional[float]:
@@ -355,6 +408,15 @@ def _message_from(data: Any) -> Optional[str]:
     elif isinstance(error, str) and error.strip():
         return error
     return _text_of(data.get("detail")) or _text_of(data.get("message"))
+
+
+def _only_string(data: Any) -> Optional[str]:
+    """The text of a JSON object with a single string field (Portkey's ``{"html-message"}``)."""
+    if isinstance(data, dict) and len(data) == 1:
+        (value,) = data.values()
+        if isinstance(value, str) and value.strip():
+            return _summarize(value)
+    return None
 
 
 def _text_of(value: Any) -> Optional[str]:

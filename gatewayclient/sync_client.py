@@ -158,9 +158,7 @@ class SyncGatewayClient(ClientBase):
     def _run(self, call: Call) -> Any:
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a fallback Call
-            result = retry.run(
-                self._core.retry, partial(self._attempt, result), result.request.label
-            )
+            result = retry.run(result.policy, partial(self._attempt, result), result.request.label)
         return result
 
     def chat_completion(
@@ -190,7 +188,7 @@ class SyncGatewayClient(ClientBase):
     ) -> SyncStream:
         """Stream a chat completion; arguments are checked now, the request is sent on iteration."""
         call = self._core.stream(model, messages, temperature, max_tokens, top_p, params)
-        return SyncStream(self._transport, call, self._core.retry)
+        return SyncStream(self._transport, call, call.policy)
 
     def embeddings(
         self, model: str, input: Union[str, List[str]], **params: Any

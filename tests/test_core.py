@@ -11,10 +11,12 @@ from typing import Any, Callable
 import pytest
 
 from gatewayclient import __version__
+from gatewayclient import _core as core_module
+from gatewayclient._checks import KNOWN_PARAMETERS, _edit_distance, _likely_parameters
 from gatewayclient._core import Call, GatewayCore, Request, StreamCall
 from gatewayclient._stream import END, NEED_DATA
 from gatewayclient._usage import UsageTotals, UsageTracker
-from gatewayclient.config import ClientConfig
+from gatewayclient.config import ClientConfig, RetryPolicy
 from gatewayclient.errors import (
     GatewayAuthError,
     GatewayBadRequestError,
@@ -24,6 +26,7 @@ from gatewayclient.errors import (
     GatewayRateLimitError,
     GatewayResponseError,
     GatewayServerError,
+    GatewayTimeoutError,
     GatewayValidationError,
 )
 from gatewayclient.models import (
@@ -416,6 +419,195 @@ def test_a_per_call_authorization_replaces_the_token_header() -> None:
     assert header(request, "Authorization") == "Bearer per-call"
 
 
+# -- misspelt parameters, extra_body and a per-call max_retries --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("builder", "name", "likely"),
+    [
+        ("chat", "temprature", "'temperature'"),
+        ("stream", "temprature", "'temperature'"),
+        ("chat", "max_token", "'max_tokens'"),
+        ("chat", "tempreture", "'temperature'"),
+        ("chat", "frequency_penality", "'frequency_penalty'"),
+        ("chat", "tool_choise", "'tool_choice'"),
+        ("chat", "respone_format", "'response_format'"),
+        ("chat", "stream_option", "'stream_options'"),
+        ("chat", "topp", "'top_p'"),
+        ("chat", "sede", "'seed'"),
+        ("chat", "top_x", "'top_a', 'top_k', 'top_n' or 'top_p'"),
+        ("chat", "extra_header", "'extra_headers'"),
+        ("chat", "timout", "'timeout'"),
+        ("chat", "max_retires", "'max_retries'"),
+        ("chat", "extrabody", "'extra_body'"),
+        ("embed", "dimension", "'dimensions'"),
+        ("embed", "encoding_fromat", "'encoding_format'"),
+    ],
+)
+def test_a_misspelt_parameter_is_refused_naming_the_likely_one(
+    core: GatewayCore, builder: str, name: str, likely: str
+) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    with pytest.raises(GatewayValidationError) as caught:
+        build(core, **{name: 1})
+    assert f"{name!r}: did you mean {likely}?" in str(caught.value)
+    assert "extra_body" in str(caught.value)
+
+
+NAMED = {"model", "messages", "input", "stream", "temperature", "max_tokens", "top_p"}
+OPTIONS = {"extra_headers", "timeout", "max_retries", "extra_body"}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_PARAMETERS - NAMED - OPTIONS))
+def test_every_known_parameter_passes_through(core: GatewayCore, name: str) -> None:
+    assert body_of(chat(core, **{name: "v"}).request)[name] == "v"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "some_gateway_extension",  # far from every known name
+        "temp",  # 4 characters, 3 edits from anything known
+        "topP",  # 2 edits from top_p: too far for a name under 8 characters
+        "mode",  # 1 edit from model, which is never offered
+        "inputs",  # likewise input
+        "tpp",  # under 4 characters: never checked
+        "sed",
+        "max_retry",  # 3 edits from max_retries
+        "user_id",
+        "tool_resources",
+    ],
+)
+def test_other_unknown_parameters_still_pass_through(core: GatewayCore, name: str) -> None:
+    assert body_of(chat(core, **{name: 1}).request)[name] == 1
+    assert body_of(embed(core, **{name: 1}).request)[name] == 1
+
+
+def test_required_arguments_are_never_offered_as_corrections() -> None:
+    assert _likely_parameters("mode") is None  # model: 1 edit, but never offered
+    assert _likely_parameters("mesages") is None
+    assert _likely_parameters("inputs") is None
+    assert _likely_parameters("modell") == "'models'"  # OpenRouter's list of models
+
+
+def test_the_name_check_does_not_run_without_extra_parameters(
+    core: GatewayCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(params: Any) -> None:
+        raise AssertionError("checked")
+
+    monkeypatch.setattr(core_module, "check_parameter_names", boom)
+    chat(core, temperature=0.5, max_tokens=5, top_p=0.5, timeout=3, max_retries=1)
+    stream(core, extra_headers={"X-A": "1"}, extra_body={"temprature": 1})
+    embed(core)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [
+        ("temprature", "temperature", 1),
+        ("sede", "seed", 1),
+        ("tempreture", "temperature", 2),
+        ("abc", "abc", 0),
+        ("", "abc", 3),
+        ("kitten", "sitting", 3),
+    ],
+)
+def test_edit_distance_counts_a_neighbour_swap_as_one(a: str, b: str, distance: int) -> None:
+    assert _edit_distance(a, b, 5) == distance
+    assert _edit_distance(b, a, 5) == distance
+
+
+@pytest.mark.parametrize("builder", ["chat", "stream", "embed"])
+def test_extra_body_is_sent_as_is_without_a_name_check(core: GatewayCore, builder: str) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    extra = {"temprature": 0.2, "vendor": {"nested": [1, None]}, "nothing": None}
+    body = body_of(build(core, extra_body=extra).request)
+    assert {key: body[key] for key in extra} == extra
+    assert "extra_body" not in body
+
+
+def test_extra_body_wins_over_named_and_passed_parameters(core: GatewayCore) -> None:
+    request = chat(
+        core,
+        temperature=0.5,
+        seed=1,
+        extra_body={"temperature": 0.7, "seed": 2, "model": "other/model", "messages": []},
+    ).request
+    body = body_of(request)
+    assert (body["temperature"], body["seed"], body["model"], body["messages"]) == (
+        0.7,
+        2,
+        "other/model",
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "hidden"),
+    [({}, True), ({"stream_options": None}, True), ({"stream_options": {"x": 1}}, False)],
+)
+def test_stream_options_in_extra_body_count_as_the_callers(
+    core: GatewayCore, extra: dict[str, Any], hidden: bool
+) -> None:
+    call = stream(core, extra_body=extra)
+    body = body_of(call.request)
+    assert body["stream"] is True
+    assert call.hide_usage_chunk is hidden
+    assert body["stream_options"] == ({"include_usage": True} if hidden else {"x": 1})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param([("a", 1)], id="list"),
+        pytest.param("a=1", id="str"),
+        pytest.param({"stream": True}, id="stream"),
+        pytest.param({"stream": False}, id="stream-false"),
+        pytest.param({"x": object()}, id="not-json"),
+    ],
+)
+@pytest.mark.parametrize("builder", ["chat", "stream"])
+def test_bad_extra_body_is_a_validation_error(core: GatewayCore, builder: str, value: Any) -> None:
+    with pytest.raises(GatewayValidationError):
+        BUILDERS[builder](core, extra_body=value)
+
+
+@pytest.mark.parametrize("builder", ["chat", "stream", "embed"])
+def test_per_call_max_retries_overrides_only_that_field_for_that_call(
+    builder: str,
+) -> None:
+    policy = RetryPolicy(max_retries=2, max_retry_after=7.0, backoff_base=0.25, backoff_max=3.0)
+    core = make_core(retry_policy=policy)
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    call = build(core, max_retries=5)
+    assert call.policy == RetryPolicy(5, 7.0, 0.25, 3.0)
+    assert "max_retries" not in body_of(call.request)
+    assert build(core).policy is policy
+    assert build(core, max_retries=None).policy is policy
+    assert build(core, max_retries=2).policy is policy
+
+
+def test_every_call_carries_the_clients_policy() -> None:
+    policy = RetryPolicy(max_retries=4, backoff_base=0)
+    core = make_core(retry_policy=policy)
+    calls = [chat(core), stream(core), embed(core), core.models(), core.providers()]
+    calls.append(core.provider_models("openai"))
+    assert all(call.policy is policy for call in calls)
+    fallback = core.providers().handle(404, {}, b"")
+    assert isinstance(fallback, Call) and fallback.policy is policy
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2", [1]])
+@pytest.mark.parametrize("builder", ["chat", "stream", "embed"])
+def test_bad_per_call_max_retries_are_validation_errors(
+    core: GatewayCore, builder: str, value: Any
+) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    with pytest.raises(GatewayValidationError, match="max_retries"):
+        build(core, max_retries=value)
+
+
 # -- streams ----------------------------------------------------------------------------------
 
 
@@ -604,6 +796,82 @@ def test_bad_embedding_arguments_are_validation_errors(
     assert isinstance(caught.value, ValueError)
 
 
+LONE = "caf\udce9"  # what surrogateescape makes of the Latin-1 bytes of "café"
+
+
+@pytest.mark.parametrize(
+    ("builder", "arguments", "where"),
+    [
+        pytest.param(
+            "chat",
+            {"messages": [{"role": "user", "content": LONE}]},
+            "messages[0]['content']",
+            id="content",
+        ),
+        pytest.param(
+            "stream",
+            {
+                "messages": [
+                    MESSAGES[0],
+                    {"role": "user", "content": [{"type": "text", "text": LONE}]},
+                ]
+            },
+            "messages[1]['content'][0]['text']",
+            id="content-part",
+        ),
+        pytest.param(
+            "chat",
+            {"messages": [{"role": "user", "content": "x", "name": LONE}]},
+            "messages[0]['name']",
+            id="name",
+        ),
+        pytest.param(
+            "chat",
+            {"tools": [{"type": "function", "function": {"name": "f", "arguments": LONE}}]},
+            "tools[0]['function']['arguments']",
+            id="tool-arguments",
+        ),
+        pytest.param("chat", {"metadata": {LONE: "v"}}, "metadata", id="a-key"),
+        pytest.param("chat", {"stop": ["ok", LONE]}, "stop[1]", id="passed-through"),
+        pytest.param("stream", {"user": LONE}, "user", id="stream-field"),
+        pytest.param("chat", {"model": "openai/" + LONE}, "model", id="model"),
+        pytest.param("embed", {"input": LONE}, "input", id="input"),
+        pytest.param("embed", {"input": ["a", "b", LONE]}, "input[2]", id="input-list"),
+        pytest.param("embed", {"user": LONE}, "user", id="embed-field"),
+        pytest.param(
+            "chat",
+            {"messages": [{"role": "user", "content": "\ud83d\ude00"}]},
+            "messages[0]['content']",
+            id="split-pair",
+        ),
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_the_body_is_a_validation_error(
+    core: GatewayCore, builder: str, arguments: dict[str, Any], where: str
+) -> None:
+    build = {"chat": chat, "stream": stream, "embed": embed}[builder]
+    with pytest.raises(GatewayValidationError) as caught:
+        build(core, **arguments)
+    message = str(caught.value)
+    assert where in message and "surrogate" in message
+    message.encode("utf-8")  # the message itself can be printed
+    assert TOKEN not in message + repr(caught.value)
+
+
+def test_a_lone_surrogate_in_a_provider_name_is_a_validation_error(core: GatewayCore) -> None:
+    with pytest.raises(GatewayValidationError) as caught:
+        core.provider_models(LONE)
+    str(caught.value).encode("utf-8")
+
+
+def test_a_body_nested_too_deeply_for_json_is_a_validation_error(core: GatewayCore) -> None:
+    nested: Any = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(GatewayValidationError):
+        chat(core, metadata={"deep": nested})
+
+
 @pytest.mark.parametrize("provider", ["", "  ", "a/b", "openai/", None, 3])
 def test_bad_provider_names_are_validation_errors(core: GatewayCore, provider: Any) -> None:
     with pytest.raises(GatewayValidationError) as caught:
@@ -724,6 +992,7 @@ STATUS_ERRORS = [
     (401, GatewayAuthError),
     (403, GatewayAuthError),
     (404, GatewayModelNotFoundError),
+    (408, GatewayTimeoutError),
     (409, GatewayBadRequestError),
     (413, GatewayBadRequestError),
     (422, GatewayBadRequestError),
@@ -759,6 +1028,27 @@ def test_rate_limit_error_carries_retry_after(core: GatewayCore) -> None:
     with pytest.raises(GatewayRateLimitError) as caught:
         chat(core).handle(429, {"Retry-After": "7"}, b'{"error": {"message": "slow down"}}')
     assert caught.value.retry_after == 7.0
+
+
+COPIED_RESETS = {"content-type": "application/json", "x-ratelimit-reset-requests": "30s"}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after"),
+    [
+        (429, b'{"error": {"message": "slow"}}', 30.0),
+        (503, b'{"error": {"message": "down"}}', None),
+        (200, b'{"error": {"message": "slow", "type": "rate_limit_error"}}', 30.0),
+        (200, b'{"error": {"message": "slow", "code": "rate_limit_exceeded"}}', 30.0),
+        (200, b'{"error": {"message": "down", "type": "server_error"}}', None),
+    ],
+)
+def test_a_refused_stream_head_reads_rate_limit_hints_only_for_a_rate_limit(
+    core: GatewayCore, status: int, body: bytes, retry_after: Any
+) -> None:
+    call = stream(core)
+    assert not call.accepts(status, COPIED_RESETS)
+    assert call.reject(status, COPIED_RESETS, body).retry_after == retry_after
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 502, 503, 418])

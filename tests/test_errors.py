@@ -231,7 +231,7 @@ STATUS_TABLE = [
     (529, GatewayServerError),
     (402, GatewayClientError),
     (405, GatewayClientError),
-    (408, GatewayClientError),
+    (408, GatewayTimeoutError),
     (418, GatewayClientError),
     (501, GatewayClientError),
     (505, GatewayClientError),
@@ -280,6 +280,13 @@ def test_unlisted_status_is_plain_and_not_retryable(status: int) -> None:
         (b'{"error": {"message": ""}, "detail": "fallback"}', "fallback"),
         (b'{"error": {"message": null}, "message": "top"}', "top"),
         (b'{"error": {"message": {"nested": 1}}}', '{"nested": 1}'),
+        (b'{"html-message": "upstream said no"}', "upstream said no"),
+        (b'{"html-message": "  line one\\n  line two "}', "line one line two"),
+        (b'{"html-message": "<html><title>Bad upstream</title></html>"}', "Bad upstream"),
+        (b'{"any_single_field": "its text"}', "its text"),
+        (b'{"html-message": ""}', '{"html-message": ""}'),
+        (b'{"html-message": 5}', '{"html-message": 5}'),
+        (b'{"a": "one", "b": "two"}', '{"a": "one", "b": "two"}'),
         (b"Internal Server Error", "Internal Server Error"),
         (b"  upstream\n\n  timed   out\t ", "upstream timed out"),
         (b'{"unexpected": true}', '{"unexpected": true}'),
@@ -425,6 +432,92 @@ def test_error_from_response_uses_now_for_an_http_date() -> None:
     assert error_from_response(503, headers, b"", now=NOW).retry_after == 10.0
 
 
+@pytest.mark.parametrize("status", [400, 404, 500, 502, 503, 529, 418, 408])
+def test_retry_after_ms_is_read_for_every_status(status: int) -> None:
+    assert error_from_response(status, {"retry-after-ms": "250"}, b"x").retry_after == 0.25
+
+
+RATE_LIMIT_ONLY_HINTS = [
+    pytest.param({"x-ratelimit-reset-requests": "1s"}, 1.0, id="reset-requests"),
+    pytest.param({"x-ratelimit-reset-tokens": "6m0s"}, 360.0, id="reset-tokens"),
+    pytest.param({"llm_provider-retry-after": "60"}, 60.0, id="llm_provider"),
+]
+
+
+@pytest.mark.parametrize(("headers", "seconds"), RATE_LIMIT_ONLY_HINTS)
+def test_rate_limit_hints_count_on_a_429(headers: dict[str, str], seconds: float) -> None:
+    assert error_from_response(429, headers, b"x").retry_after == seconds
+
+
+@pytest.mark.parametrize(("headers", "seconds"), RATE_LIMIT_ONLY_HINTS)
+@pytest.mark.parametrize("status", [400, 401, 404, 408, 422, 500, 502, 503, 504, 529])
+def test_rate_limit_hints_copied_onto_other_statuses_are_ignored(
+    status: int, headers: dict[str, str], seconds: float
+) -> None:
+    # Portkey copies an OpenAI-like upstream's headers onto every answer.
+    assert error_from_response(status, headers, b"x").retry_after is None
+
+
+def test_retry_after_still_wins_on_a_5xx_that_also_carries_resets() -> None:
+    headers = {"x-ratelimit-reset-requests": "30s", "retry-after": "2"}
+    assert error_from_response(503, headers, b"x").retry_after == 2.0
+    assert error_from_response(503, {**headers, "retry-after-ms": "500"}, b"x").retry_after == 0.5
+
+
+def test_parse_retry_after_reads_the_rate_limit_hints_only_when_asked() -> None:
+    headers = {"x-ratelimit-reset-requests": "3s", "llm_provider-retry-after": "9"}
+    assert parse_retry_after(headers) == 3.0
+    assert parse_retry_after(headers, rate_limited=False) is None
+    assert parse_retry_after({**headers, "retry-after": "4"}, rate_limited=False) == 4.0
+
+
+# --- x-ratelimit-reset-* as a point in time ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param(str(int(NOW) + 30), 30.0, id="epoch-s"),
+        pytest.param(f"{NOW + 2.5:.3f}", 2.5, id="epoch-s-fraction"),
+        pytest.param(str(int(NOW * 1000) + 1500), 1.5, id="epoch-ms"),
+        pytest.param(str(int(NOW) - 100), 0.0, id="epoch-s-past"),
+        pytest.param(str(int(NOW * 1000) - 100), 0.0, id="epoch-ms-past"),
+        pytest.param("1000000000", 0.0, id="threshold-s"),
+        pytest.param("999999999", 999999999.0, id="below-threshold-is-seconds"),
+        pytest.param("1000000000000", 0.0, id="threshold-ms"),
+        pytest.param("1700000000s", 1700000000.0, id="with-a-unit-is-a-duration"),
+    ],
+)
+def test_an_epoch_reset_is_read_as_a_point_in_time(value: str, seconds: float) -> None:
+    for kind in ("requests", "tokens"):
+        headers = {f"x-ratelimit-reset-{kind}": value}
+        assert parse_retry_after(headers, now=NOW) == pytest.approx(seconds)
+        error = error_from_response(429, headers, b"x", now=NOW)
+        assert error.retry_after == pytest.approx(seconds)
+
+
+def test_an_epoch_reset_uses_the_clock_when_now_is_not_given() -> None:
+    import time
+
+    headers = {"x-ratelimit-reset-tokens": str(int(time.time()) + 100)}
+    seconds = parse_retry_after(headers)
+    assert seconds is not None and 95 <= seconds <= 100
+    assert error_from_response(429, headers, b"").retry_after == pytest.approx(seconds, abs=5)
+
+
+@pytest.mark.parametrize("now", [float("-inf"), float("inf"), float("nan")])
+def test_an_epoch_reset_against_a_non_finite_now_is_no_hint(now: float) -> None:
+    assert parse_retry_after({"x-ratelimit-reset-requests": "1700000000"}, now=now) is None
+
+
+def test_an_epoch_reset_and_a_duration_reset_compare_as_waits() -> None:
+    headers = {
+        "x-ratelimit-reset-requests": str(int(NOW) + 5),
+        "x-ratelimit-reset-tokens": "20s",
+    }
+    assert parse_retry_after(headers, now=NOW) == pytest.approx(20.0)
+
+
 # --- secret redaction -----------------------------------------------------------------------
 
 
@@ -463,6 +556,12 @@ def test_secret_cut_by_shortening_leaks_no_prefix() -> None:
     error = error_from_response(401, {}, body, secret=SECRET)
     assert SECRET[:6] not in error.message
     assert SECRET not in error.body
+
+
+def test_secret_in_a_single_string_field_is_redacted() -> None:
+    body = json.dumps({"html-message": "x" * 290 + f" Bearer {SECRET} echoed"}).encode()
+    error = error_from_response(401, {}, body, secret=SECRET)
+    assert SECRET[:6] not in error.message and SECRET not in json.dumps(error.body)
 
 
 def test_secret_in_reason_and_request_id_is_redacted() -> None:
@@ -615,6 +714,57 @@ def test_event_retry_after_comes_from_fields_then_headers(
 ) -> None:
     result = error_from_event({"error": {"message": "m", **fields}}, headers)
     assert result.retry_after == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "cls"),
+    [
+        ({"code": "rate_limit_exceeded", "type": "requests"}, GatewayRateLimitError),
+        ({"code": "rate_limit_exceeded", "type": "tokens"}, GatewayRateLimitError),
+        ({"code": "rate_limit_exceeded"}, GatewayRateLimitError),
+        ({"code": "rate_limit_exceeded", "status": 500}, GatewayServerError),
+        ({"code": "rate_limit_exceeded", "type": "invalid_request_error"}, GatewayRateLimitError),
+        ({"code": "some_other_code", "type": "invalid_request_error"}, GatewayBadRequestError),
+        ({"code": 408}, GatewayTimeoutError),
+    ],
+)
+def test_event_rate_limit_code_is_a_rate_limit_error(
+    fields: dict[str, Any], cls: type[GatewayClientError]
+) -> None:
+    error = error_from_event({"error": {"message": "m", **fields}})
+    assert type(error) is cls
+    assert error.error_code == fields["code"]
+
+
+RESETS = {"x-ratelimit-reset-requests": "30s", "llm_provider-retry-after": "40"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "headers", "expected"),
+    [
+        ({"type": "rate_limit_error"}, RESETS, 30.0),
+        ({"code": "rate_limit_exceeded"}, RESETS, 30.0),
+        ({"code": 429}, RESETS, 30.0),
+        ({"type": "server_error"}, RESETS, None),
+        ({"type": "overloaded_error"}, RESETS, None),
+        ({"code": 503}, RESETS, None),
+        ({}, RESETS, None),
+        ({"type": "server_error"}, {**RESETS, "retry-after": "3"}, 3.0),
+        ({"type": "server_error"}, {**RESETS, "retry-after-ms": "300"}, 0.3),
+        ({"type": "server_error", "retry_after": 2}, RESETS, 2.0),
+    ],
+)
+def test_event_reads_rate_limit_hints_only_for_a_rate_limit_error(
+    fields: dict[str, Any], headers: dict[str, str], expected: Any
+) -> None:
+    error = error_from_event({"error": {"message": "m", **fields}}, headers)
+    assert error.retry_after == expected
+
+
+def test_event_reads_an_epoch_reset_against_now() -> None:
+    headers = {"x-ratelimit-reset-tokens": str(int(NOW * 1000) + 7000)}
+    error = error_from_event({"error": {"type": "rate_limit_error"}}, headers, now=NOW)
+    assert error.retry_after == pytest.approx(7.0)
 
 
 def test_event_request_id_comes_from_the_stream_headers() -> None:

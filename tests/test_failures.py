@@ -22,6 +22,7 @@ from gatewayclient import (
     GatewayResponseError,
     GatewayServerError,
     GatewayTimeoutError,
+    RetryPolicy,
 )
 from gatewayclient.testing import FakeGateway
 
@@ -36,6 +37,7 @@ MODEL = "openai/gpt-4o"
         (401, GatewayAuthError),
         (403, GatewayAuthError),
         (404, GatewayModelNotFoundError),
+        (408, GatewayTimeoutError),
         (409, GatewayBadRequestError),
         (413, GatewayBadRequestError),
         (418, GatewayClientError),
@@ -73,6 +75,7 @@ def test_each_status_raises_its_typed_error_with_every_field(
         ({"detail": "Not Found"}, "Not Found"),
         ({"message": "plain message"}, "plain message"),
         ("upstream exploded", "upstream exploded"),
+        ({"html-message": "Portkey: the upstream said no"}, "Portkey: the upstream said no"),
     ],
 )
 def test_error_message_from_every_body_shape(
@@ -113,7 +116,7 @@ def test_a_200_without_the_promised_json_is_a_response_error(
     assert twin.client.usage.total.requests == 0
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 529])
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 529])
 def test_retryable_statuses_are_retried_until_success(
     twin: Twin, gw: FakeGateway, status: int
 ) -> None:
@@ -188,6 +191,92 @@ def test_every_rate_limit_hint_sets_retry_after(
     with pytest.raises(GatewayRateLimitError) as info:
         make(max_retries=0).call("list_models")
     assert info.value.retry_after == pytest.approx(seconds)
+
+
+PORTKEY_COPIED = {"x-ratelimit-reset-requests": "30s", "x-ratelimit-reset-tokens": "1m0s"}
+
+
+@pytest.mark.parametrize("status", [400, 408, 500, 503])
+def test_rate_limit_resets_on_another_status_are_not_its_retry_after(
+    make: Callable[..., Twin], gw: FakeGateway, status: int
+) -> None:
+    gw.fail(status, headers={**PORTKEY_COPIED, "llm_provider-retry-after": "9"})
+    with pytest.raises(GatewayClientError) as info:
+        make(max_retries=0).call("list_models")
+    assert info.value.status_code == status
+    assert info.value.retry_after is None
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_a_5xx_carrying_copied_resets_backs_off_and_is_retried(
+    make: Callable[..., Twin], gw: FakeGateway, status: int
+) -> None:
+    # Were the copied 60 s reset read as the wait, the call would give up at once.
+    twin = make(retry_policy=RetryPolicy(max_retries=1, max_retry_after=1.0, backoff_base=0.1))
+    gw.fail(status, headers=PORTKEY_COPIED)
+    started = time.monotonic()
+    assert twin.call("list_models").data
+    assert time.monotonic() - started < 1.0
+    assert len(gw.requests) == 2
+
+
+def test_retry_after_on_a_5xx_with_copied_resets_is_still_the_wait(
+    make: Callable[..., Twin], gw: FakeGateway
+) -> None:
+    twin = make(retry_policy=RetryPolicy(max_retries=1, max_retry_after=1.0, backoff_base=0))
+    gw.fail(503, headers=PORTKEY_COPIED, retry_after=0.3)
+    started = time.monotonic()
+    assert twin.call("list_models").data
+    assert 0.3 <= time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("unit", [1, 1000])
+def test_a_429_with_an_epoch_reset_waits_until_then(
+    make: Callable[..., Twin], gw: FakeGateway, unit: int
+) -> None:
+    twin = make(retry_policy=RetryPolicy(max_retries=1, max_retry_after=5.0, backoff_base=0))
+    reset = int((time.time() + 1.0) * unit)  # whole seconds (or ms) from now: within 1 s
+    gw.fail(429, headers={"x-ratelimit-reset-requests": str(reset)})
+    started = time.monotonic()
+    assert twin.call("list_models").data
+    assert time.monotonic() - started < 2.5
+    assert len(gw.requests) == 2
+
+
+def test_a_408_is_raised_as_a_timeout_after_its_retries(
+    make: Callable[..., Twin], gw: FakeGateway
+) -> None:
+    gw.fail(408, times=5, body={"error": {"message": "upstream timed out"}})
+    with pytest.raises(GatewayTimeoutError) as info:
+        make().call("chat_completion", MODEL, HELLO)
+    assert (info.value.status_code, info.value.message) == (408, "upstream timed out")
+    assert len(gw.requests) == 3
+
+
+def test_a_stream_answered_408_is_retried(twin: Twin, gw: FakeGateway) -> None:
+    gw.fail(408)
+    assert twin.collect(twin.stream(MODEL, HELLO))
+    assert len(gw.requests) == 2
+
+
+RATE_LIMIT_EVENT = {"message": "slow down", "type": "tokens", "code": "rate_limit_exceeded"}
+
+
+def test_an_in_stream_rate_limit_exceeded_is_a_rate_limit_error(
+    twin: Twin, gw: FakeGateway
+) -> None:
+    gw.stream_error(RATE_LIMIT_EVENT, after=1)
+    stream = twin.stream(MODEL, HELLO)
+    with pytest.raises(GatewayRateLimitError) as info:
+        twin.collect(stream)
+    assert (info.value.message, info.value.error_code) == ("slow down", "rate_limit_exceeded")
+    assert len(gw.requests) == 1
+
+
+def test_a_first_event_rate_limit_exceeded_is_retried(twin: Twin, gw: FakeGateway) -> None:
+    gw.stream_error(RATE_LIMIT_EVENT, after=0)
+    assert twin.collect(twin.stream(MODEL, HELLO))
+    assert len(gw.requests) == 2
 
 
 def test_the_gateway_rate_limit_is_retried_transparently(

@@ -421,6 +421,80 @@ def test_max_retries_zero_logs_no_retry(caplog: pytest.LogCaptureFixture) -> Non
     assert records(caplog) == []
 
 
+# -- nothing printed unless the application configures logging ----------------------------------
+
+RETRIED_CALLS = """
+    import asyncio, logging, sys
+    from gatewayclient import AsyncGatewayClient, RetryPolicy, SyncGatewayClient
+    from gatewayclient.testing import FakeGateway
+
+    if sys.argv[1:] == ["configured"]:
+        logging.basicConfig()
+    policy = RetryPolicy(max_retries=2, backoff_base=0)
+    with FakeGateway() as gw:
+        gw.fail(503, times=1)
+        with SyncGatewayClient(gw.url, gw.token, retry_policy=policy) as client:
+            client.list_models()
+
+        async def main():
+            gw.fail(429, times=1, retry_after=0)
+            async with AsyncGatewayClient(gw.url, gw.token, retry_policy=policy) as client:
+                await client.list_models()
+
+        asyncio.run(main())
+        print(len(gw.requests))
+"""
+
+
+def _retried_calls(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RETRIED_CALLS), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(Path(gatewayclient.__file__).parent.parent),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "4"  # two calls, each retried once
+    return result
+
+
+def test_a_retry_prints_nothing_when_logging_is_not_configured() -> None:
+    assert _retried_calls().stderr == ""
+
+
+def test_a_retry_is_printed_once_the_application_configures_logging() -> None:
+    lines = _retried_calls("configured").stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert all(
+        line.startswith("WARNING:gatewayclient:") and "retry 1 of 2" in line for line in lines
+    )
+
+
+def test_the_package_logger_has_a_null_handler_and_propagates() -> None:
+    # In a fresh interpreter: an application's logging.config (the Django example's, run by
+    # this suite) may rightly replace the package logger's handlers.
+    out = _python(
+        """
+        import logging
+        import gatewayclient
+
+        logger = logging.getLogger("gatewayclient")
+        print([type(handler).__name__ for handler in logger.handlers], logger.propagate)
+        """
+    )
+    assert out == "['NullHandler'] True"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_caplog_sees_retries_without_setting_a_level(
+    caplog: pytest.LogCaptureFixture, runner: Any
+) -> None:
+    script = Script(GatewayServerError("down", status_code=503), result="ok")
+    assert runner(ZERO_WAIT, script) == "ok"
+    assert [record.levelno for record in records(caplog)] == [logging.WARNING]
+
+
 # -- tenacity stays unloaded on the happy path --------------------------------------------------
 
 
