@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 from ._usage import UsageTracker
 from .errors import (
@@ -164,7 +164,10 @@ class StreamState:
         self._secret = secret
         self.restart()
 
-    def restart(self) -> None:
+    def restart(self, headers: Optional[Mapping[str, str]] = None) -> None:
+        """Forget everything; ``headers`` are the new attempt's response head (their retry
+        hints apply to an error event)."""
+        self._headers = headers
         self._decoder = SSEDecoder()
         self._pending: Deque[_Entry] = deque()
         self._choices: Dict[int, _ChoiceParts] = {}
@@ -280,7 +283,7 @@ class StreamState:
         if type(obj) is not dict:
             raise GatewayStreamError(f"an event is not a JSON object: {data[:200]!r}")
         if kind == "error" or obj.get("error") is not None:
-            raise error_from_event(obj, secret=self._secret)
+            raise error_from_event(obj, self._headers, secret=self._secret)
         self._chunk(obj)
 
     def _chunk(self, obj: Dict[str, Any]) -> None:

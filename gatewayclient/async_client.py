@@ -81,9 +81,9 @@ class AsyncStream:
         if self._stopped:
             raise StopAsyncIteration
         self._closed = False
-        self._state.restart()
         self._cut = None
         self._response = response = await self._transport.send(self._call.request)
+        self._state.restart(response.headers)
         try:
             if not self._call.accepts(response.status, response.headers):
                 with self._translate:

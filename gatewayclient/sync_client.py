@@ -80,8 +80,8 @@ class SyncStream:
         if self._stopped:
             raise StopIteration
         self._closed = False
-        self._state.restart()
         self._response = response = self._transport.send(self._call.request, stream=True)
+        self._state.restart(response.headers)
         try:
             if not self._call.accepts(response.status_code, response.headers):
                 with self._translate:

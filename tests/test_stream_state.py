@@ -616,6 +616,30 @@ def test_error_as_first_event_raises_the_mapped_error(
     assert tracker.total == UsageTotals()
 
 
+def test_a_rate_limit_event_takes_its_retry_hint_from_the_response_head() -> None:
+    state, _ = new_state()
+    state.restart({"Retry-After": "7", "x-ratelimit-reset-requests": "3s"})
+    with pytest.raises(GatewayRateLimitError) as caught:
+        state.feed(event({"error": {"type": "rate_limit_error", "message": "slow"}}))
+    assert caught.value.retry_after == 7.0
+    state.restart({"x-ratelimit-reset-tokens": "2s"})
+    with pytest.raises(GatewayRateLimitError) as caught:
+        state.feed(event({"error": {"type": "rate_limit_error", "message": "slow"}}))
+    assert caught.value.retry_after == 2.0
+    state.restart()  # a new attempt forgets the old head
+    with pytest.raises(GatewayRateLimitError) as caught:
+        state.feed(event({"error": {"type": "rate_limit_error", "message": "slow"}}))
+    assert caught.value.retry_after is None
+
+
+def test_a_server_error_event_ignores_a_copied_rate_limit_reset() -> None:
+    state, _ = new_state()
+    state.restart({"x-ratelimit-reset-requests": "3s"})
+    with pytest.raises(GatewayServerError) as caught:
+        state.feed(event({"error": {"type": "server_error", "message": "boom"}}))
+    assert caught.value.retry_after is None
+
+
 def test_error_event_carries_its_message_type_and_code() -> None:
     state, _ = new_state()
     payload = {"error": {"message": "quota gone", "type": "rate_limit_error", "code": "429"}}
