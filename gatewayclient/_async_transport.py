@@ -16,7 +16,14 @@ import aiohttp.http_exceptions
 import aiohttp.payload
 
 from ._core import Request
-from ._failures import MAX_REDIRECTS, Failure, failure_error, head_defect, os_reason
+from ._failures import (
+    MAX_HEADER_LINE,
+    MAX_HEADERS,
+    MAX_REDIRECTS,
+    Failure,
+    failure_error,
+    os_reason,
+)
 from .config import ClientConfig
 
 __all__ = ["Transport", "Translate", "unread"]
@@ -43,13 +50,17 @@ def _proxy_failure(exc: BaseException, proxy: Optional[str]) -> Failure:
 
 
 def _head_defect(exc: aiohttp.ClientResponseError) -> str:
+    causes: List[BaseException] = []
     cause = exc.__cause__
-    if isinstance(cause, aiohttp.http_exceptions.LineTooLong):
+    while cause is not None and len(causes) < 4:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, aiohttp.http_exceptions.LineTooLong) for c in causes):
         return "a line of its head is too long"
-    if isinstance(cause, aiohttp.http_exceptions.BadStatusLine):
+    if any(isinstance(c, aiohttp.http_exceptions.BadStatusLine) for c in causes):
         return "its status line is not HTTP"
-    if "Too many headers" in exc.message:  # only aiohttp's own words are looked at
-        return "more than 100 headers"
+    if "Too many headers" in exc.message:  # aiohttp's own words are looked at, never shown
+        return f"more than {MAX_HEADERS} headers"
     if "Content-Length" in exc.message:
         return "its Content-Length is not one number"
     return "its head cannot be read"
@@ -253,7 +264,13 @@ class Transport:
 
     async def _new_pool(self, loop: asyncio.AbstractEventLoop) -> _Pool:
         connector = aiohttp.TCPConnector(limit=self._config.max_connections, ssl=self._ssl)
-        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_line_size=MAX_HEADER_LINE,  # the limits of http.client, under the sync twin
+            max_field_size=MAX_HEADER_LINE,
+            max_headers=MAX_HEADERS,
+        )
         # aiohttp silently re-sends an idempotent request once when a reused connection drops;
         # retries belong to our policy alone (max_retries=0 sends one request), and aiohttp
         # offers no public switch for this.
@@ -307,11 +324,6 @@ class Transport:
                 timeout=self._timeout(request.timeout), proxy=self.proxy,
                 max_redirects=MAX_REDIRECTS,
             )  # fmt: skip
-        defect = head_defect(response.headers.items())
-        if defect is not None:
-            response.close()
-            failure = Failure("malformed", reason=defect)
-            raise failure_error(failure, request.label, request.url)
         return response
 
     async def park(self, response: aiohttp.ClientResponse) -> None:

@@ -20,7 +20,7 @@ import urllib3
 import urllib3.exceptions
 
 from ._core import END_READS, Request
-from ._failures import MAX_REDIRECTS, Failure, failure_error, head_defect, os_reason
+from ._failures import MAX_HEADERS, MAX_REDIRECTS, Failure, failure_error, length_defect, os_reason
 from .config import ClientConfig
 
 __all__ = ["Translate", "Transport", "raw_chunks", "shut"]
@@ -73,9 +73,13 @@ def _head_failure(found: List[BaseException]) -> Optional[Failure]:
     if _first(found, http.client.BadStatusLine):
         return Failure("malformed", reason="its status line is not HTTP")
     head = _first(found, http.client.HTTPException, urllib3.exceptions.InvalidHeader)
-    if head is not None:
-        words = "more than 100 headers" if "headers" in str(head) else "its head cannot be read"
-        return Failure("malformed", reason=words)
+    if head is not None:  # the library's words are looked at, never shown
+        text = str(head)
+        if "headers" in text:
+            return Failure("malformed", reason=f"more than {MAX_HEADERS} headers")
+        if "Content-Length" in text:
+            return Failure("malformed", reason="its Content-Length is not one number")
+        return Failure("malformed", reason="its head cannot be read")
     return None
 
 
@@ -255,7 +259,7 @@ class Transport:
             response = self.session().send(
                 prepared, stream=stream, timeout=timeout, verify=self._verify, proxies=self._proxies
             )
-        defect = head_defect(response.raw.headers.items())
+        defect = length_defect(response.raw.headers.get("content-length"))
         if defect is not None:
             response.close()
             failure = Failure("malformed", reason=defect)
