@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._usage import UsageTotals, UsageTracker
 from ._version import __version__
+from .budget import RateLimit
 from .config import RetryPolicy
 from .errors import (
     GatewayAuthError,
@@ -64,6 +65,7 @@ __all__ = [
     "Model",
     "ModelList",
     "ProviderModels",
+    "RateLimit",
     "RetryPolicy",
     "SyncGatewayClient",
     "SyncStream",

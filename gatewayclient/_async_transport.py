@@ -24,6 +24,7 @@ from ._failures import (
     failure_error,
     os_reason,
 )
+from ._loops import close_socket, drive, keeper
 from .config import ClientConfig
 
 __all__ = ["Transport", "Translate", "unread"]
@@ -160,20 +161,6 @@ class _TimedBody(aiohttp.payload.BytesPayload):
         await self.write_with_length(writer, None)
 
 
-async def _session_keeper(
-    session: aiohttp.ClientSession, forget: Callable[[], None]
-) -> AsyncIterator[None]:
-    # An async generator started inside the loop is registered with it, and asyncio.run() (like
-    # every well-behaved runner) closes such generators before it closes the loop: the session is
-    # then closed inside its own loop, with no "Unclosed client session" and no "Event loop is
-    # closed", even when the caller never closes the client.
-    try:
-        yield
-    finally:
-        forget()  # the session holds its loop: an entry left behind would keep both alive
-        await session.close()
-
-
 class _Pool:
     """One loop's session, and the streams of that loop parked after ``[DONE]``."""
 
@@ -208,13 +195,8 @@ class _Pool:
         connector = self.session.connector
         if connector is not None:
             for protocol in _protocols(connector):
-                _close_socket(getattr(protocol, "transport", None))
-        closing = self.keeper.aclose()  # type: ignore[attr-defined]
-        try:
-            closing.send(None)  # runs to its end at once: nothing in it waits on a closed loop
-        except StopIteration:
-            return
-        closing.close()
+                close_socket(getattr(protocol, "transport", None))
+        drive(self.keeper.aclose())  # type: ignore[attr-defined]  # nothing in it waits
 
 
 def _protocols(connector: aiohttp.BaseConnector) -> List[Any]:
@@ -222,17 +204,6 @@ def _protocols(connector: aiohttp.BaseConnector) -> List[Any]:
     idle = getattr(connector, "_conns", {})
     acquired = getattr(connector, "_acquired", ())
     return [protocol for entries in idle.values() for protocol, _ in entries] + list(acquired)
-
-
-def _close_socket(transport: Any) -> None:
-    # A transport of a closed loop cannot close itself (it would schedule its own cleanup on that
-    # loop); its socket is closed directly, and forgotten so that it is not warned about later.
-    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
-    for candidate in (transport, inner):
-        sock = getattr(candidate, "_sock", None)
-        if candidate is not None and sock is not None:
-            sock.close()
-            candidate._sock = None
 
 
 class Transport:
@@ -278,7 +249,7 @@ class Transport:
             session._retry_connection = False
         # The keeper holds the transport weakly: the transport's finalizer, which holds the pools,
         # must not keep the transport itself alive.
-        keeper = _session_keeper(session, partial(_forget, weakref.ref(self), loop, session))
+        keeper = _keeper(session, partial(_forget, weakref.ref(self), loop, session))
         await keeper.__anext__()  # runs to its yield at once: no other task interleaves
         pool = _Pool(session, keeper)
         with self._lock:
@@ -351,6 +322,14 @@ class Transport:
                 pool.close_dead()
             elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+
+
+def _keeper(session: aiohttp.ClientSession, forget: Callable[[], None]) -> AsyncIterator[None]:
+    async def close() -> None:
+        forget()  # the session holds its loop: an entry left behind would keep both alive
+        await session.close()
+
+    return keeper(close)
 
 
 def _forget(

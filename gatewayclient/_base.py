@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, ClassVar, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, Union
 
 from ._core import GatewayCore
+from .budget import RateLimit
 from .config import ClientConfig, RetryPolicy
 from .errors import GatewayConfigError
 
@@ -31,14 +32,19 @@ class ClientBase:
         verify: Union[bool, str] = True,
         max_connections: int = 100,
         retry_policy: Optional[RetryPolicy] = None,
+        rate_limit: Optional[RateLimit] = None,
+        fallbacks: Optional[Mapping[str, Sequence[str]]] = None,
     ) -> None:
         """``base_url`` and ``auth_token`` default to $PLATFORM_API_URL and $AUTH_TOKEN;
         ``timeout`` bounds the connect and each wait for bytes (seconds, or None);
-        ``retry_policy`` replaces ``max_retries``/``max_retry_after`` with a whole policy."""
+        ``retry_policy`` replaces ``max_retries``/``max_retry_after`` with a whole policy;
+        ``rate_limit`` is a budget shared with every client given it; ``fallbacks`` maps a
+        model to the models tried after it fails."""
         config = ClientConfig.create(
             base_url, auth_token, timeout, max_retries=max_retries, max_retry_after=max_retry_after,
             api_prefix=api_prefix, default_headers=default_headers, verify=verify,
-            max_connections=max_connections, retry_policy=retry_policy,
+            max_connections=max_connections, retry_policy=retry_policy, rate_limit=rate_limit,
+            fallbacks=fallbacks,
         )  # fmt: skip
         self._setup(config)
 

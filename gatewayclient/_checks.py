@@ -178,10 +178,13 @@ class CallOptions(NamedTuple):
     timeout: Optional[float]
     policy: RetryPolicy  # the client's, with this call's max_retries
     extra_body: Optional[Dict[str, Any]]
+    fallbacks: Optional[Tuple[str, ...]] = None  # fallback_models=; None: the client's
 
 
 _NO_HEADERS: Mapping[str, str] = {}
-_OPTION_NAMES = frozenset({"extra_headers", "timeout", "max_retries", "extra_body"})
+_OPTION_NAMES = frozenset(
+    {"extra_headers", "timeout", "max_retries", "extra_body", "fallback_models"}
+)
 
 
 def call_options(params: Dict[str, Any], policy: RetryPolicy) -> CallOptions:
@@ -215,9 +218,24 @@ def call_options(params: Dict[str, Any], policy: RetryPolicy) -> CallOptions:
         raise GatewayValidationError(
             "extra_body must not hold 'stream': use chat_completion() or stream_chat_completion()"
         )
+    fallbacks = params.pop("fallback_models", None)
     return CallOptions(
-        dict(extra), timeout, policy, None if extra_body is None else dict(extra_body)
+        dict(extra),
+        timeout,
+        policy,
+        None if extra_body is None else dict(extra_body),
+        None if fallbacks is None else check_models("fallback_models", fallbacks),
     )
+
+
+def check_models(name: str, models: Any) -> Tuple[str, ...]:
+    """A sequence of model names (fallbacks), each checked like ``model``."""
+    if isinstance(models, (str, bytes, Mapping)) or not isinstance(models, Sequence):
+        raise GatewayValidationError(
+            f"{name} must be a list of model names like ['anthropic/claude-sonnet-4-20250514'], "
+            f"got {type(models).__name__}"
+        )
+    return tuple(check_model(model) for model in models)
 
 
 # -- parameter names ---------------------------------------------------------------------------
@@ -226,7 +244,7 @@ def call_options(params: Dict[str, Any], policy: RetryPolicy) -> CallOptions:
 # A vendor's own spelling of a parameter (top_k, random_seed, stop_sequences) is never "corrected".
 _KNOWN_BY_SOURCE = {
     "this client": "model messages input stream stream_options temperature max_tokens top_p "
-    "extra_headers timeout max_retries extra_body",
+    "extra_headers timeout max_retries extra_body fallback_models",
     "OpenAI chat": "audio frequency_penalty function_call functions logit_bias logprobs "
     "max_completion_tokens metadata modalities n parallel_tool_calls prediction presence_penalty "
     "prompt_cache_key prompt_cache_retention reasoning_effort response_format safety_identifier "

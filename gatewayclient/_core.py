@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import quote
 
 from ._checks import (
@@ -26,6 +27,7 @@ from ._checks import (
 from ._stream import END, END_READS, NEED_DATA, StreamState
 from ._usage import UsageTotals, UsageTracker
 from ._version import __version__
+from .budget import estimate_tokens
 from .config import ClientConfig, RetryPolicy, merge_headers
 from .errors import (
     GatewayClientError,
@@ -89,7 +91,17 @@ class Call:
     """A request, the retry policy it runs under, and how to read its answer; ``handle`` may
     answer with a follow-up Call."""
 
-    __slots__ = ("fallback", "parse", "policy", "request", "secret")
+    __slots__ = (
+        "cost",
+        "fallback",
+        "model",
+        "next_models",
+        "parse",
+        "policy",
+        "request",
+        "retarget",
+        "secret",
+    )
 
     def __init__(
         self,
@@ -102,8 +114,12 @@ class Call:
         self.request = request
         self.parse = parse
         self.secret = secret
-        self.fallback = fallback
+        self.fallback = fallback  # a provider route's answer from /models instead
         self.policy = _DEFAULT_POLICY if policy is None else policy
+        self.model: Optional[str] = None
+        self.cost = 0  # the tokens a rate budget reserves for it
+        self.next_models: Tuple[str, ...] = ()  # fallback models still to try
+        self.retarget: Optional[Callable[[str], Call]] = None  # this call, for another model
 
     def handle(self, status: int, headers: Mapping[str, str], body: bytes) -> Any:
         if 200 <= status < 300:
@@ -119,7 +135,17 @@ class Call:
 class StreamCall:
     """A streaming chat request: checks the response head, then makes a StreamState of it."""
 
-    __slots__ = ("hide_usage_chunk", "model", "policy", "request", "secret", "usage")
+    __slots__ = (
+        "cost",
+        "hide_usage_chunk",
+        "model",
+        "next_models",
+        "policy",
+        "request",
+        "retarget",
+        "secret",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -136,6 +162,9 @@ class StreamCall:
         self.hide_usage_chunk = hide_usage_chunk
         self.secret = secret
         self.policy = _DEFAULT_POLICY if policy is None else policy  # opening is retried
+        self.cost = 0
+        self.next_models: Tuple[str, ...] = ()
+        self.retarget: Optional[Callable[[str], StreamCall]] = None
 
     def new_state(self) -> StreamState:
         return StreamState(self.model, self.usage, self.hide_usage_chunk, self.secret)
@@ -161,6 +190,9 @@ class StreamCall:
             status_code=status,
         )
         return redact_error(error, self.secret)  # header text may echo the token
+
+
+AnyCall = TypeVar("AnyCall", Call, StreamCall)
 
 
 def decode_json(body: bytes) -> Any:
@@ -266,9 +298,15 @@ class GatewayCore:
         params: Dict[str, Any],
     ) -> Call:
         body, options = self._chat_body(model, messages, temperature, max_tokens, top_p, params)
+        return self._chat_call(body, options, self._fallbacks(body["model"], options))
+
+    def _chat_call(
+        self, body: Dict[str, Any], options: CallOptions, fallbacks: Tuple[str, ...]
+    ) -> Call:
         request = self._request("POST", "/chat/completions", body, options)
-        parse = self._counted(ChatCompletion, body["model"])
-        return Call(request, parse, self.config.auth_token, policy=options.policy)
+        call = Call(request, self._counted(ChatCompletion, body["model"]), self.config.auth_token)
+        call.policy = options.policy
+        return self._traffic(call, body, fallbacks, partial(self._chat_call, options=options))
 
     def stream(
         self,
@@ -284,8 +322,19 @@ class GatewayCore:
         hide_usage_chunk = body.get("stream_options") is None
         if hide_usage_chunk:
             body["stream_options"] = {"include_usage": True}
+        return self._stream_call(
+            body, options, hide_usage_chunk, self._fallbacks(body["model"], options)
+        )
+
+    def _stream_call(
+        self,
+        body: Dict[str, Any],
+        options: CallOptions,
+        hide_usage_chunk: bool,
+        fallbacks: Tuple[str, ...],
+    ) -> StreamCall:
         request = self._request("POST", "/chat/completions", body, options)
-        return StreamCall(
+        call = StreamCall(
             request,
             body["model"],
             self.usage,
@@ -293,6 +342,8 @@ class GatewayCore:
             self.config.auth_token,
             options.policy,
         )
+        again = partial(self._stream_call, options=options, hide_usage_chunk=hide_usage_chunk)
+        return self._traffic(call, body, fallbacks, again)
 
     def embeddings(self, model: Any, input: Any, params: Dict[str, Any]) -> Call:
         options = call_options(params, self.config.retry)
@@ -302,9 +353,43 @@ class GatewayCore:
             body.update((key, value) for key, value in params.items() if value is not None)
         if options.extra_body:
             body.update(options.extra_body)
+        return self._embeddings_call(body, options, self._fallbacks(body["model"], options))
+
+    def _embeddings_call(
+        self, body: Dict[str, Any], options: CallOptions, fallbacks: Tuple[str, ...]
+    ) -> Call:
         request = self._request("POST", "/embeddings", body, options)
         parse = self._counted(EmbeddingResponse, body["model"])
-        return Call(request, parse, self.config.auth_token, policy=options.policy)
+        call = Call(request, parse, self.config.auth_token, policy=options.policy)
+        return self._traffic(call, body, fallbacks, partial(self._embeddings_call, options=options))
+
+    def _fallbacks(self, model: str, options: CallOptions) -> Tuple[str, ...]:
+        if options.fallbacks is not None:
+            return options.fallbacks
+        return tuple(self.config.fallbacks.get(model, ()))
+
+    def _traffic(
+        self, call: AnyCall, body: Dict[str, Any], fallbacks: Tuple[str, ...], again: Any
+    ) -> AnyCall:
+        """Give a POST call its model, its token reservation and its fallbacks: ``again(body,
+        fallbacks=...)`` builds the same call for another model."""
+        call.model = body["model"]
+        limit = self.config.rate_limit
+        if limit is not None and limit.tokens is not None:
+            call.cost = estimate_tokens(
+                body.get("messages"),
+                body.get("input"),
+                body.get("max_tokens", body.get("max_completion_tokens")),
+            )
+            limit.check_cost(call.cost)
+        if fallbacks:
+            call.next_models = fallbacks
+
+            def retarget(model: str) -> Any:
+                return again({**body, "model": model}, fallbacks=fallbacks[1:])
+
+            call.retarget = retarget
+        return call
 
     def _counted(self, model: Any, asked: str) -> Callable[[Any], Any]:
         """A parser that builds ``model`` and records the answer's usage under ``asked``."""

@@ -8,11 +8,11 @@ from typing import Any, Dict, List, Optional, Union
 
 import aiohttp
 
-from . import retry
+from . import _traffic, retry
 from ._async_transport import Transport, unread
 from ._base import ClientBase
 from ._core import END, NEED_DATA, Call, StreamCall
-from .config import RetryPolicy
+from .budget import RateLimit, Ticket
 from .errors import GatewayClientError, GatewayConnectionError
 from .models import (
     ChatCompletion,
@@ -32,17 +32,23 @@ class AsyncStream:
     ``aclose()`` may come from another task ("stop generating"): a read waiting in the
     iterating task then ends at once, and the iteration ends quietly."""
 
-    def __init__(self, transport: Transport, call: StreamCall, policy: RetryPolicy) -> None:
+    def __init__(
+        self, transport: Transport, call: StreamCall, limit: Optional[RateLimit] = None
+    ) -> None:
         self._transport = transport
-        self._call = call
-        self._policy = policy
-        self._state = call.new_state()
+        self._limit = limit
+        self._ticket: Optional[Ticket] = None
+        self._use(call)
         self._response: Optional[aiohttp.ClientResponse] = None
         self._cut: Optional[GatewayConnectionError] = None
-        self._translate = transport.translate(call.request)
         self._opened = False
         self._closed = False  # no more reads: ended, failed or closed
         self._stopped = False  # aclose() was called: whatever the reader meets, it ends quietly
+
+    def _use(self, call: StreamCall) -> None:
+        self._call = call
+        self._state = call.new_state()
+        self._translate = self._transport.translate(call.request)
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -52,7 +58,10 @@ class AsyncStream:
             raise StopAsyncIteration
         try:
             if not self._opened:
-                await retry.arun(self._policy, self._connect, self._call.request.label)
+                if self._call.next_models:
+                    await _traffic.arun_chain(self._call, self._open)
+                else:
+                    await self._open(self._call)
                 self._opened = True
             item = self._state.take()
             while item is NEED_DATA:
@@ -74,6 +83,14 @@ class AsyncStream:
         response, self._response = self._response, None
         if response is not None:
             await self._transport.park(response)
+        if self._ticket is not None:
+            await _traffic.asettle(self._ticket, self._state.usage)
+
+    async def _open(self, call: StreamCall) -> None:
+        """Open the stream for ``call`` (a fallback model's, after the first), with retries."""
+        if call is not self._call:
+            self._use(call)
+        await retry.arun(call.policy, self._connect, call.request.label)
 
     async def _connect(self) -> None:
         """One attempt: send, check the head, read up to the first chunk (all retryable)."""
@@ -82,17 +99,21 @@ class AsyncStream:
             raise StopAsyncIteration
         self._closed = False
         self._cut = None
-        self._response = response = await self._transport.send(self._call.request)
-        self._state.restart(response.headers)
+        limit = self._limit
+        self._ticket = None if limit is None else await _traffic.atake(limit, self._call.cost)
         try:
+            self._response = response = await self._transport.send(self._call.request)
+            self._state.restart(response.headers)
             if not self._call.accepts(response.status, response.headers):
                 with self._translate:
                     body = await response.read()
                 raise self._call.reject(response.status, response.headers, body)
             while not self._state.ready:
                 self._state.feed(await self._read())
-        except BaseException:
+        except BaseException as exc:
             self._release()
+            if self._ticket is not None:
+                await _traffic.afailed(self._ticket, exc)
             raise
 
     async def _read(self) -> bytes:
@@ -158,7 +179,7 @@ class AsyncGatewayClient(ClientBase):
     _transport_type = Transport
     _transport: Transport
 
-    async def _attempt(self, call: Call) -> Any:
+    async def _exchange(self, call: Call) -> Any:
         response = await self._transport.send(call.request)
         try:
             with self._transport.translate(call.request):
@@ -167,13 +188,24 @@ class AsyncGatewayClient(ClientBase):
             response.release()
         return call.handle(response.status, response.headers, body)
 
-    async def _run(self, call: Call) -> Any:
+    async def _attempt(self, call: Call) -> Any:
+        limit = self._core.config.rate_limit
+        if limit is None:
+            return await self._exchange(call)
+        return await _traffic.aspend(limit, call.cost, partial(self._exchange, call))
+
+    async def _run_one(self, call: Call) -> Any:
         result: Any = call
-        while isinstance(result, Call):  # a Call may answer with a fallback Call
+        while isinstance(result, Call):  # a Call may answer with a provider route's fallback
             result = await retry.arun(
                 result.policy, partial(self._attempt, result), result.request.label
             )
         return result
+
+    async def _run(self, call: Call) -> Any:
+        if not call.next_models:
+            return await self._run_one(call)
+        return await _traffic.arun_chain(call, self._run_one)
 
     async def chat_completion(
         self,
@@ -202,7 +234,7 @@ class AsyncGatewayClient(ClientBase):
     ) -> AsyncStream:
         """Stream a chat completion; arguments are checked now, the request is sent on iteration."""
         call = self._core.stream(model, messages, temperature, max_tokens, top_p, params)
-        return AsyncStream(self._transport, call, call.policy)
+        return AsyncStream(self._transport, call, self._core.config.rate_limit)
 
     async def embeddings(
         self, model: str, input: Union[str, List[str]], **params: Any

@@ -11,9 +11,10 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
+from .budget import RateLimit
 from .errors import GatewayConfigError
 
 __all__ = [
@@ -153,6 +154,8 @@ class ClientConfig:
     origin: str
     proxy: Optional[str] = None
     verify_source: str = "verify"  # what named a CA path: the argument or a variable
+    rate_limit: Optional[RateLimit] = None
+    fallbacks: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -168,6 +171,8 @@ class ClientConfig:
         verify: Union[bool, str],
         max_connections: int,
         retry_policy: Optional[RetryPolicy],
+        rate_limit: Optional[RateLimit] = None,
+        fallbacks: Optional[Mapping[str, Sequence[str]]] = None,
     ) -> ClientConfig:
         url, url_source = _setting(base_url, "base_url", ENV_BASE_URL)
         if not url or not isinstance(url, str) or not url.strip():
@@ -198,11 +203,42 @@ class ClientConfig:
             origin=f"{parts.scheme}://{parts.netloc}",
             proxy=_environment_proxy(root),
             verify_source=ca_source,
+            rate_limit=_rate_limit(rate_limit),
+            fallbacks=_fallbacks(fallbacks),
         )
 
     def __repr__(self) -> str:
         token = "'***'" if self.auth_token else "None"
         return f"ClientConfig(base_url={self.base_url!r}, auth_token={token})"
+
+
+def _rate_limit(value: object) -> Optional[RateLimit]:
+    if value is None or isinstance(value, RateLimit):
+        return value
+    raise GatewayConfigError(
+        f"rate_limit must be a RateLimit(requests=..., tokens=...) or None, got "
+        f"{type(value).__name__}"
+    )
+
+
+def _fallbacks(value: object) -> Mapping[str, Tuple[str, ...]]:
+    """``{"openai/gpt-4o": ["anthropic/claude-sonnet-4-20250514", ...]}``, checked."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise GatewayConfigError(
+            f"fallbacks must map a model to the models to try after it, got {type(value).__name__}"
+        )
+    checked: Dict[str, Tuple[str, ...]] = {}
+    for model, others in value.items():
+        if not isinstance(model, str) or not model.strip():
+            raise GatewayConfigError(f"fallbacks has a key that is not a model name: {model!r}")
+        if isinstance(others, (str, bytes)) or not isinstance(others, Sequence):
+            raise GatewayConfigError(f"fallbacks[{model!r}] must be a list of model names")
+        if not all(isinstance(other, str) and other.strip() for other in others):
+            raise GatewayConfigError(f"fallbacks[{model!r}] must hold only model names")
+        checked[model] = tuple(others)
+    return checked
 
 
 # RFC 9110 section 5.1: a field name is a token.

@@ -7,11 +7,11 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import requests
 
-from . import retry
+from . import _traffic, retry
 from ._base import ClientBase
 from ._core import END, NEED_DATA, Call, StreamCall
 from ._sync_transport import Transport, raw_chunks, shut
-from .config import RetryPolicy
+from .budget import RateLimit, Ticket
 from .errors import GatewayClientError, GatewayConnectionError
 from .models import (
     ChatCompletion,
@@ -31,17 +31,23 @@ class SyncStream:
     ``close()`` may come from another thread ("stop generating"): a read blocked in the
     iterating thread then ends at once, and the iteration ends quietly."""
 
-    def __init__(self, transport: Transport, call: StreamCall, policy: RetryPolicy) -> None:
+    def __init__(
+        self, transport: Transport, call: StreamCall, limit: Optional[RateLimit] = None
+    ) -> None:
         self._transport = transport
-        self._call = call
-        self._policy = policy
-        self._state = call.new_state()
+        self._limit = limit
+        self._ticket: Optional[Ticket] = None
+        self._use(call)
         self._response: Optional[requests.Response] = None
         self._chunks: Iterator[bytes] = iter(())
-        self._translate = transport.translate(call.request)
         self._opened = False
         self._closed = False  # no more reads: ended, failed or closed
         self._stopped = False  # close() was called: whatever the reader meets, it ends quietly
+
+    def _use(self, call: StreamCall) -> None:
+        self._call = call
+        self._state = call.new_state()
+        self._translate = self._transport.translate(call.request)
 
     def __iter__(self) -> SyncStream:
         return self
@@ -51,7 +57,10 @@ class SyncStream:
             raise StopIteration
         try:
             if not self._opened:
-                retry.run(self._policy, self._connect, self._call.request.label)
+                if self._call.next_models:
+                    _traffic.run_chain(self._call, self._open)
+                else:
+                    self._open(self._call)
                 self._opened = True
             item = self._state.take()
             while item is NEED_DATA:
@@ -73,6 +82,14 @@ class SyncStream:
         response, self._response = self._response, None
         if response is not None:
             self._transport.park(response, self._chunks)
+        if self._ticket is not None:
+            _traffic.settle(self._ticket, self._state.usage)
+
+    def _open(self, call: StreamCall) -> None:
+        """Open the stream for ``call`` (a fallback model's, after the first), with retries."""
+        if call is not self._call:
+            self._use(call)
+        retry.run(call.policy, self._connect, call.request.label)
 
     def _connect(self) -> None:
         """One attempt: send, check the head, read up to the first chunk (all retryable)."""
@@ -80,9 +97,11 @@ class SyncStream:
         if self._stopped:
             raise StopIteration
         self._closed = False
-        self._response = response = self._transport.send(self._call.request, stream=True)
-        self._state.restart(response.headers)
+        limit = self._limit
+        self._ticket = None if limit is None else _traffic.take(limit, self._call.cost)
         try:
+            self._response = response = self._transport.send(self._call.request, stream=True)
+            self._state.restart(response.headers)
             if not self._call.accepts(response.status_code, response.headers):
                 with self._translate:
                     body = response.content
@@ -90,8 +109,10 @@ class SyncStream:
             self._chunks = raw_chunks(response)
             while not self._state.ready:
                 self._state.feed(self._read())
-        except BaseException:
+        except BaseException as exc:
             self._release()
+            if self._ticket is not None:
+                _traffic.failed(self._ticket, exc)
             raise
 
     def _read(self) -> bytes:
@@ -149,17 +170,28 @@ class SyncGatewayClient(ClientBase):
     _transport_type = Transport
     _transport: Transport
 
-    def _attempt(self, call: Call) -> Any:
+    def _exchange(self, call: Call) -> Any:
         response = self._transport.send(call.request, stream=False)
         with self._transport.translate(call.request):
             body = response.content
         return call.handle(response.status_code, response.headers, body)
 
-    def _run(self, call: Call) -> Any:
+    def _attempt(self, call: Call) -> Any:
+        limit = self._core.config.rate_limit
+        if limit is None:
+            return self._exchange(call)
+        return _traffic.spend(limit, call.cost, partial(self._exchange, call))
+
+    def _run_one(self, call: Call) -> Any:
         result: Any = call
-        while isinstance(result, Call):  # a Call may answer with a fallback Call
+        while isinstance(result, Call):  # a Call may answer with a provider route's fallback
             result = retry.run(result.policy, partial(self._attempt, result), result.request.label)
         return result
+
+    def _run(self, call: Call) -> Any:
+        if not call.next_models:
+            return self._run_one(call)
+        return _traffic.run_chain(call, self._run_one)
 
     def chat_completion(
         self,
@@ -188,7 +220,7 @@ class SyncGatewayClient(ClientBase):
     ) -> SyncStream:
         """Stream a chat completion; arguments are checked now, the request is sent on iteration."""
         call = self._core.stream(model, messages, temperature, max_tokens, top_p, params)
-        return SyncStream(self._transport, call, call.policy)
+        return SyncStream(self._transport, call, self._core.config.rate_limit)
 
     def embeddings(
         self, model: str, input: Union[str, List[str]], **params: Any

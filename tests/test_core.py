@@ -455,7 +455,7 @@ def test_a_misspelt_parameter_is_refused_naming_the_likely_one(
 
 
 NAMED = {"model", "messages", "input", "stream", "temperature", "max_tokens", "top_p"}
-OPTIONS = {"extra_headers", "timeout", "max_retries", "extra_body"}
+OPTIONS = {"extra_headers", "timeout", "max_retries", "extra_body", "fallback_models"}
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_PARAMETERS - NAMED - OPTIONS))

@@ -24,6 +24,7 @@ SANS_IO = [
     "_checks",
     "_core",
     "_failures",
+    "budget",
     "_stream",
     "_usage",
     "_version",
@@ -60,6 +61,10 @@ RANKS = {
     "sse": 1,
     "_usage": 1,
     "_failures": 1,  # the words of transport failures, for both transports
+    "budget": 0,  # RateLimit and its in-process window (config holds one)
+    "_loops": 0,  # what belongs to one event loop, closed with it
+    "_budget_redis": 1,  # the rate budget's window in Redis: the only Redis user
+    "_traffic": 2,  # waiting for the rate budget, and model fallbacks
     "_checks": 2,  # call arguments, checked before a request exists
     "_stream": 2,
     "retry": 2,
@@ -205,6 +210,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
     ("libraries", "allowed"),
     [
         (["tenacity"], lambda module: module == f"{PACKAGE}.retry"),
+        (["redis", "limits"], lambda module: module == f"{PACKAGE}._budget_redis"),
         (
             ["requests", "urllib3"],
             lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
@@ -219,6 +225,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
     ],
     ids=[
         "tenacity-only-in-retry",
+        "redis-and-limits-only-in-the-budget-window",
         "requests-only-in-the-sync-client-and-its-transport",
         "aiohttp-only-in-the-async-client-its-transport-and-testing",
     ],
