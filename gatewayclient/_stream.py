@@ -22,10 +22,7 @@ from .errors import (
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChoiceDelta,
-    ChunkChoice,
     CompletionUsage,
-    wrap,
 )
 from .sse import ServerSentEvent, SSEDecoder
 
@@ -242,14 +239,15 @@ class StreamState:
         if choices:
             if type(choices) is not list:
                 raise GatewayStreamError("a chunk's choices is not a list")
-            built = [self._add_choice(choice) for choice in choices]
-            self._pending.append(wrap(ChatCompletionChunk, obj, {"choices": built}))
+            for choice in choices:
+                self._add_choice(choice)
+            self._pending.append(ChatCompletionChunk._from_json(obj))
         elif usage is None or not self._hide_usage_chunk:
             self._pending.append(ChatCompletionChunk._from_json(obj))
         # else: the usage chunk this client asked for: recorded, not yielded
 
-    def _add_choice(self, choice: Any) -> ChunkChoice:
-        """Add one choice's delta to the answer, and build its typed form on the way."""
+    def _add_choice(self, choice: Any) -> None:
+        """Add one choice's delta to the answer."""
         if type(choice) is not dict:
             raise GatewayStreamError("a chunk's choice is not an object")
         index = choice.get("index", 0)
@@ -263,12 +261,10 @@ class StreamState:
             parts.finish_reason = finish_reason
         delta = choice.get("delta")
         if delta is None:
-            return ChunkChoice._from_json(choice)
+            return
         if type(delta) is not dict:
             raise GatewayStreamError("a chunk's delta is not an object")
-        content = parts.add(delta)
-        decoded = {"content": content} if content is not None else {}
-        return wrap(ChunkChoice, choice, {"delta": wrap(ChoiceDelta, delta, decoded)})
+        parts.add(delta)
 
     def completion(self) -> ChatCompletion:
         """What has arrived so far as one ChatCompletion (the whole answer after the end)."""
