@@ -127,11 +127,12 @@ class GatewayObject:
         return self._raw == other._raw
 
     def __copy__(self: T) -> T:
-        # A shallow copy, as of a dict: its own top-level JSON object, nested values shared.
-        return _view(type(self), dict(self._raw))
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return {"_raw": self._raw}  # the typed views are rebuilt on reading
+        # A shallow copy, as of a dict: its own top-level JSON object, nested values (and so
+        # the typed views over them) shared.
+        clone = _new(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone._raw = dict(self._raw)
+        return clone
 
     def to_dict(self, encode_json: bool = False) -> Dict[str, Any]:
         """The JSON object (a copy), edits included: unknown fields kept, no ``None`` added."""

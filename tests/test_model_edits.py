@@ -295,6 +295,7 @@ def test_equality_compares_the_whole_json() -> None:
 def _edited() -> ChatCompletion:
     resp = ChatCompletion._from_json(load("chat_completion.unknown_fields")[1])
     resp.choices[0].message.content = "edited"
+    resp.note = "mine"  # type: ignore[attr-defined]  # not a field: not in the JSON
     return resp
 
 
@@ -303,6 +304,7 @@ def test_pickle_and_deepcopy_keep_the_edits_and_are_independent() -> None:
     for clone in (pickle.loads(pickle.dumps(resp)), copy.deepcopy(resp)):
         assert clone == resp and clone.to_dict() == resp.to_dict()
         assert clone.choices[0].message.content == "edited"
+        assert clone.note == "mine" and "note" not in clone  # type: ignore[attr-defined]
         clone.choices[0].message.content = "clone"
         clone["x_gateway"]["tags"].append("c")
         assert resp.choices[0].message.content == "edited"
@@ -313,6 +315,7 @@ def test_a_shallow_copy_shares_nested_values_as_a_dict_copy_does() -> None:
     resp = _edited()
     shallow = copy.copy(resp)
     assert shallow == resp
+    assert shallow.note == "mine" and "note" not in shallow  # type: ignore[attr-defined]
     shallow.id = "other"
     assert resp.id != "other"
     shallow.choices[0].message.content = "shared"
