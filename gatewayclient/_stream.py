@@ -22,10 +22,7 @@ from .errors import (
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChoiceDelta,
-    ChunkChoice,
     CompletionUsage,
-    wrap,
 )
 from .sse import ServerSentEvent, SSEDecoder
 
@@ -292,8 +289,9 @@ class StreamState:
             if type(choices) is not list:
                 raise GatewayStreamError("a chunk's choices is not a list")
             deltas: _Deltas = []
-            built = [self._choice(choice, deltas) for choice in choices]
-            self._pending.append((wrap(ChatCompletionChunk, obj, {"choices": built}), obj, deltas))
+            for choice in choices:
+                self._choice(choice, deltas)
+            self._pending.append((ChatCompletionChunk._from_json(obj), obj, deltas))
         elif self._hide_usage_chunk:
             # The usage chunk this client asked for, or one with nothing for the caller (Azure's
             # prompt_filter_results): taken in on the way, never yielded, so that
@@ -302,8 +300,8 @@ class StreamState:
         else:
             self._pending.append((ChatCompletionChunk._from_json(obj), obj, []))
 
-    def _choice(self, choice: Any, deltas: _Deltas) -> ChunkChoice:
-        """The typed form of one choice; what it adds to the answer goes into ``deltas``."""
+    def _choice(self, choice: Any, deltas: _Deltas) -> None:
+        """Check one choice; what it adds to the answer goes into ``deltas``."""
         if type(choice) is not dict:
             raise GatewayStreamError("a chunk's choice is not an object")
         index = choice.get("index", 0)
@@ -312,14 +310,11 @@ class StreamState:
         delta = choice.get("delta")
         deltas.append((index, delta, choice.get("finish_reason")))
         if delta is None:
-            return ChunkChoice._from_json(choice)
+            return
         if type(delta) is not dict:
             raise GatewayStreamError("a chunk's delta is not an object")
-        content = delta.get("content")
-        decoded = {"content": content} if type(content) is str else {}
-        if len(delta) > 1 or not decoded:  # not the common text-only delta
+        if len(delta) > 1 or type(delta.get("content")) is not str:  # not a text-only delta
             _check_tool_calls(delta.get("tool_calls"))
-        return wrap(ChunkChoice, choice, {"delta": wrap(ChoiceDelta, delta, decoded)})
 
     def completion(self) -> ChatCompletion:
         """What has arrived so far as one ChatCompletion (the whole answer after the end)."""

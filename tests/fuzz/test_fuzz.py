@@ -14,6 +14,7 @@ never derandomized; ``GATEWAYCLIENT_FUZZ_DATABASE=none`` turns the example datab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -116,8 +117,8 @@ def read_all(value: Any, secret: Optional[str] = TOKEN, depth: int = 0) -> None:
         return typed_only(action, secret)
 
     if isinstance(value, GatewayObject):
-        for name in type(value)._decoders:
-            read_all(attempt(lambda name=name: getattr(value, name)), secret, depth + 1)
+        for field in dataclasses.fields(value):
+            read_all(attempt(lambda name=field.name: getattr(value, name)), secret, depth + 1)
         keys = attempt(lambda: list(value))
         for key in keys if isinstance(keys, list) else []:
             read_all(attempt(lambda key=key: value[key]), secret, depth + 1)
@@ -127,10 +128,23 @@ def read_all(value: Any, secret: Optional[str] = TOKEN, depth: int = 0) -> None:
         attempt(lambda: ("choices" in value, value.get("no such field", 0)))
         as_json = attempt(value.to_dict)
         assert isinstance(as_json, (dict, GatewayClientError)), type(as_json)
+        assert_plain_json(dict(value))  # what json.dumps takes, after every typed read above
     elif isinstance(value, list):  # a list of models (no model holds a list of lists)
         for item in value:
             if isinstance(item, GatewayObject):
                 read_all(item, secret, depth + 1)
+
+
+def assert_plain_json(value: Any) -> None:
+    """Only the types json.loads makes, at any depth (a loop: the JSON may nest deeply)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        assert type(item) in (dict, list, str, int, float, bool, type(None)), type(item)
+        if type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
 
 
 # -- strategies: JSON text with raw fragments, gateway-shaped objects, SSE bytes ----------------
