@@ -21,7 +21,7 @@ from ._failures import (
     MAX_HEADERS,
     MAX_REDIRECTS,
     Failure,
-    failure_error,
+    Translate,
     os_reason,
 )
 from ._loops import close_socket, drive, keeper
@@ -113,28 +113,6 @@ def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float])
     if isinstance(exc, aiohttp.ClientError):
         return Failure("other", reason=type(exc).__name__)
     return None
-
-
-class Translate:
-    """``with Translate(request, proxy):`` turns aiohttp exceptions into gatewayclient's;
-    cancellation passes through. A class, not a generator context manager: a stream enters it
-    on every read."""
-
-    __slots__ = ("proxy", "request")
-
-    def __init__(self, request: Request, proxy: Optional[str]) -> None:
-        self.request = request
-        self.proxy = proxy
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
-        if exc is not None:
-            failure = classify(exc, self.proxy, self.request.timeout)
-            if failure is not None:
-                request = self.request
-                raise failure_error(failure, request.label, request.url) from exc
 
 
 class _TimedBody(aiohttp.payload.BytesPayload):
@@ -279,7 +257,7 @@ class Transport:
         return timeout
 
     def translate(self, request: Request) -> Translate:
-        return Translate(request, self.proxy)
+        return Translate(request, self.proxy, classify)
 
     async def send(self, request: Request) -> aiohttp.ClientResponse:
         pool = await self.pool()
@@ -289,7 +267,7 @@ class Transport:
         body: Any = request.body
         if body is not None and len(body) > _WRITE_PIECE and request.timeout is not None:
             body = _TimedBody(body, request.timeout)
-        with Translate(request, self.proxy):
+        with Translate(request, self.proxy, classify):
             response = await pool.session.request(
                 request.method, request.url, headers=request.headers, data=body,
                 timeout=self._timeout(request.timeout), proxy=self.proxy,

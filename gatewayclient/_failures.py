@@ -14,7 +14,7 @@ import errno
 import http
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Tuple, Type
 from urllib.parse import urlsplit
 
 from .errors import (
@@ -214,3 +214,29 @@ def failure_error(failure: Failure, label: str, url: str) -> GatewayClientError:
     if error.retryable != retryable:
         error.retryable = retryable
     return error
+
+
+Classifier = Callable[[BaseException, Optional[str], Optional[float]], Optional[Failure]]
+
+
+class Translate:
+    """``with Translate(request, proxy, classify):`` raises gatewayclient's error for whatever
+    the transport's ``classify`` recognises (a Failure), chained; anything else (cancellation,
+    a bug) passes. A class, not a generator context manager: a stream enters it on every read."""
+
+    __slots__ = ("classify", "proxy", "request")
+
+    def __init__(self, request: Any, proxy: Optional[str], classify: Classifier) -> None:
+        self.request = request  # a _core.Request: its label, URL and timeout
+        self.proxy = proxy
+        self.classify = classify
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
+        if exc is not None:
+            request = self.request
+            failure = self.classify(exc, self.proxy, request.timeout)
+            if failure is not None:
+                raise failure_error(failure, request.label, request.url) from exc

@@ -20,7 +20,15 @@ import urllib3
 import urllib3.exceptions
 
 from ._core import END_READS, Request
-from ._failures import MAX_HEADERS, MAX_REDIRECTS, Failure, failure_error, length_defect, os_reason
+from ._failures import (
+    MAX_HEADERS,
+    MAX_REDIRECTS,
+    Failure,
+    Translate,
+    failure_error,
+    length_defect,
+    os_reason,
+)
 from .config import ClientConfig
 
 __all__ = ["Translate", "Transport", "raw_chunks", "shut"]
@@ -126,27 +134,6 @@ def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float])
     return Failure("other", reason=type(exc).__name__)
 
 
-class Translate:
-    """``with Translate(request, transport):`` turns requests and urllib3 exceptions into
-    gatewayclient's. A class, not a generator context manager: a stream enters it per read."""
-
-    __slots__ = ("proxy", "request")
-
-    def __init__(self, request: Request, proxy: Optional[str]) -> None:
-        self.request = request
-        self.proxy = proxy
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
-        if exc is not None:
-            failure = classify(exc, self.proxy, self.request.timeout)
-            if failure is not None:
-                request = self.request
-                raise failure_error(failure, request.label, request.url) from exc
-
-
 class _Pool(urllib3.HTTPConnectionPool):
     """A pool whose wait for a free connection is bounded by the call's timeout, as aiohttp's
     connector is (requests passes urllib3 no pool timeout, so it would wait forever)."""
@@ -222,7 +209,7 @@ class Transport:
         return session
 
     def translate(self, request: Request) -> Translate:
-        return Translate(request, self.proxy)
+        return Translate(request, self.proxy, classify)
 
     def park(self, response: requests.Response, chunks: Iterator[bytes]) -> None:
         """A stream ended at ``[DONE]``; the end of its body may still be on its way. Nobody
@@ -252,7 +239,7 @@ class Transport:
         timeout: Union[Tuple[float, float], None] = (
             None if request.timeout is None else (request.timeout, request.timeout)
         )
-        with Translate(request, self.proxy):
+        with Translate(request, self.proxy, classify):
             prepared.prepare(
                 method=request.method, url=request.url, headers=request.headers, data=request.body
             )
