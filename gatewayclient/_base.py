@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from ._core import GatewayCore
 from .budget import RateLimit
@@ -12,6 +12,9 @@ from .config import ClientConfig, RetryPolicy
 from .errors import GatewayConfigError
 
 __all__ = ["ClientBase"]
+
+C = TypeVar("C", bound="ClientBase")
+_UNCHANGED: Any = object()
 
 
 class ClientBase:
@@ -53,6 +56,33 @@ class ClientBase:
         tls = tls_context(config.verify, config.verify_source)
         self._transport = type(self)._transport_type(config, tls)
         self.usage = self._core.usage
+
+    def with_options(
+        self: C,
+        *,
+        timeout: Any = _UNCHANGED,
+        max_retries: Any = _UNCHANGED,
+        default_headers: Any = _UNCHANGED,
+        rate_limit: Any = _UNCHANGED,
+        fallbacks: Any = _UNCHANGED,
+    ) -> C:
+        """A client of the same kind with some settings changed (``default_headers`` are merged
+        over these) that shares this one's connections and usage totals: closing either closes
+        the shared pool (both reconnect if used again)."""
+        given = {
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "default_headers": default_headers,
+            "rate_limit": rate_limit,
+            "fallbacks": fallbacks,
+        }
+        options = {name: value for name, value in given.items() if value is not _UNCHANGED}
+        config = self._core.config.with_options(**options)
+        clone = type(self).__new__(type(self))
+        clone._core = GatewayCore(config, self._core.usage)
+        clone._transport = self._transport
+        clone.usage = self._core.usage
+        return clone
 
     def __reduce__(self) -> Tuple[Any, ...]:
         # A client pickles as its settings (the token included: keep such pickles private) and

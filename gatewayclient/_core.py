@@ -37,8 +37,9 @@ from .errors import (
     error_from_event,
     error_from_response,
     redact_error,
+    request_id_from,
 )
-from .models import ChatCompletion, EmbeddingResponse, ModelList, ProviderModels
+from .models import ChatCompletion, EmbeddingResponse, GatewayObject, ModelList, ProviderModels
 
 __all__ = [
     "END",
@@ -124,9 +125,12 @@ class Call:
     def handle(self, status: int, headers: Mapping[str, str], body: bytes) -> Any:
         if 200 <= status < 300:
             try:
-                return self.parse(decode_json(body))
+                result = self.parse(decode_json(body))
             except GatewayClientError as error:
                 raise redact_error(error, self.secret) from error.__cause__  # may echo the token
+            if isinstance(result, GatewayObject):
+                result._request_id = request_id_from(headers, self.secret)
+            return result
         if self.fallback is not None and status in _FALLBACK_STATUSES:
             return self.fallback()
         raise error_from_response(status, headers, body, secret=self.secret)
@@ -210,9 +214,9 @@ def decode_json(body: bytes) -> Any:
 class GatewayCore:
     """Builds every Call of the API for one client configuration, and keeps its usage."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, usage: Optional[UsageTracker] = None) -> None:
         self.config = config
-        self.usage = UsageTracker()
+        self.usage = UsageTracker() if usage is None else usage
         headers = {
             "Accept": "application/json",
             "Accept-Encoding": "gzip, deflate",

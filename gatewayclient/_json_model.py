@@ -85,6 +85,9 @@ class GatewayObject:
     """
 
     _raw: Dict[str, Any]
+    # The answer's request id (x-request-id and kin; the openai SDK's name), outside the JSON:
+    # neither to_dict() nor the mapping view shows it. None for a model not read off the wire.
+    _request_id: Optional[str] = None
 
     if typing.TYPE_CHECKING:
 

@@ -13,7 +13,7 @@ from ._async_transport import Transport, unread
 from ._base import ClientBase
 from ._core import END, NEED_DATA, Call, StreamCall
 from .budget import RateLimit, Ticket
-from .errors import GatewayClientError, GatewayConnectionError
+from .errors import GatewayClientError, GatewayConnectionError, request_id_from
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -38,6 +38,7 @@ class AsyncStream:
         self._transport = transport
         self._limit = limit
         self._ticket: Optional[Ticket] = None
+        self._request_id: Optional[str] = None  # the answer's (x-request-id and kin)
         self._use(call)
         self._response: Optional[aiohttp.ClientResponse] = None
         self._cut: Optional[GatewayConnectionError] = None
@@ -104,6 +105,7 @@ class AsyncStream:
         try:
             self._response = response = await self._transport.send(self._call.request)
             self._state.restart(response.headers)
+            self._request_id = request_id_from(response.headers, self._call.secret)
             if not self._call.accepts(response.status, response.headers):
                 with self._translate:
                     body = await response.read()
@@ -142,7 +144,9 @@ class AsyncStream:
 
     def completion(self) -> ChatCompletion:
         """What has reached the caller as one ChatCompletion; after the end, the whole answer."""
-        return self._state.completion()
+        answer = self._state.completion()
+        answer._request_id = self._request_id
+        return answer
 
     @property
     def usage(self) -> Optional[CompletionUsage]:

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
@@ -210,6 +211,36 @@ class ClientConfig:
     def __repr__(self) -> str:
         token = "'***'" if self.auth_token else "None"
         return f"ClientConfig(base_url={self.base_url!r}, auth_token={token})"
+
+    def with_options(self, **options: object) -> ClientConfig:
+        """These settings with ``options`` changed (``timeout``, ``max_retries``,
+        ``default_headers`` merged over the current ones, ``rate_limit``, ``fallbacks``),
+        each checked as at construction."""
+        unknown = set(options) - _CHANGEABLE
+        if unknown:
+            raise GatewayConfigError(
+                f"with_options() takes {', '.join(sorted(_CHANGEABLE))}; "
+                f"not {', '.join(sorted(unknown))}"
+            )
+        changes: Dict[str, object] = {}
+        if "timeout" in options:
+            changes["timeout"] = check_timeout(options["timeout"])
+        if "max_retries" in options:
+            retries = options["max_retries"]
+            changes["retry"] = dataclasses.replace(self.retry, max_retries=retries)  # type: ignore[arg-type]
+        if "default_headers" in options:
+            added = _headers(options["default_headers"])  # type: ignore[arg-type]
+            changes["default_headers"] = tuple(
+                merge_headers(dict(self.default_headers), added).items()
+            )
+        if "rate_limit" in options:
+            changes["rate_limit"] = _rate_limit(options["rate_limit"])
+        if "fallbacks" in options:
+            changes["fallbacks"] = _fallbacks(options["fallbacks"])
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_CHANGEABLE = frozenset({"timeout", "max_retries", "default_headers", "rate_limit", "fallbacks"})
 
 
 def _rate_limit(value: object) -> Optional[RateLimit]:

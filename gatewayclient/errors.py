@@ -50,6 +50,7 @@ __all__ = [
     "parse_duration",
     "parse_retry_after",
     "redact_error",
+    "request_id_from",
 ]
 
 
@@ -386,6 +387,13 @@ def _lower_keys(headers: Optional[Mapping[str, str]]) -> dict[str, str]:
         if isinstance(value, str):
             lowered.setdefault(str(key).lower(), value)
     return lowered
+
+
+def request_id_from(headers: Mapping[str, str], secret: Optional[str] = None) -> Optional[str]:
+    """The request id an answer's headers carry (``x-request-id`` and kin), or None.
+    ``headers`` must match names case-insensitively (requests' and aiohttp's do)."""
+    value = _request_id(headers)
+    return _redact(value, secret) if value is not None and secret and secret in value else value
 
 
 def _request_id(lowered: Mapping[str, str]) -> Optional[str]:

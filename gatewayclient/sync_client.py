@@ -12,7 +12,7 @@ from ._base import ClientBase
 from ._core import END, NEED_DATA, Call, StreamCall
 from ._sync_transport import Transport, raw_chunks, shut
 from .budget import RateLimit, Ticket
-from .errors import GatewayClientError, GatewayConnectionError
+from .errors import GatewayClientError, GatewayConnectionError, request_id_from
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -37,6 +37,7 @@ class SyncStream:
         self._transport = transport
         self._limit = limit
         self._ticket: Optional[Ticket] = None
+        self._request_id: Optional[str] = None  # the answer's (x-request-id and kin)
         self._use(call)
         self._response: Optional[requests.Response] = None
         self._chunks: Iterator[bytes] = iter(())
@@ -102,6 +103,7 @@ class SyncStream:
         try:
             self._response = response = self._transport.send(self._call.request, stream=True)
             self._state.restart(response.headers)
+            self._request_id = request_id_from(response.headers, self._call.secret)
             if not self._call.accepts(response.status_code, response.headers):
                 with self._translate:
                     body = response.content
@@ -131,7 +133,9 @@ class SyncStream:
 
     def completion(self) -> ChatCompletion:
         """What has reached the caller as one ChatCompletion; after the end, the whole answer."""
-        return self._state.completion()
+        answer = self._state.completion()
+        answer._request_id = self._request_id
+        return answer
 
     @property
     def usage(self) -> Optional[CompletionUsage]:
