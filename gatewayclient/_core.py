@@ -93,10 +93,12 @@ class Call:
     answer with a follow-up Call."""
 
     __slots__ = (
+        "body",
         "cost",
         "fallback",
         "model",
         "next_models",
+        "operation",
         "parse",
         "policy",
         "request",
@@ -118,6 +120,8 @@ class Call:
         self.fallback = fallback  # a provider route's answer from /models instead
         self.policy = _DEFAULT_POLICY if policy is None else policy
         self.model: Optional[str] = None
+        self.operation = "call"  # chat, embeddings, or the discovery method's name (telemetry)
+        self.body: Optional[Dict[str, Any]] = None  # a POST's JSON, before encoding
         self.cost = 0  # the tokens a rate budget reserves for it
         self.next_models: Tuple[str, ...] = ()  # fallback models still to try
         self.retarget: Optional[Callable[[str], Call]] = None  # this call, for another model
@@ -140,10 +144,12 @@ class StreamCall:
     """A streaming chat request: checks the response head, then makes a StreamState of it."""
 
     __slots__ = (
+        "body",
         "cost",
         "hide_usage_chunk",
         "model",
         "next_models",
+        "operation",
         "policy",
         "request",
         "retarget",
@@ -166,6 +172,8 @@ class StreamCall:
         self.hide_usage_chunk = hide_usage_chunk
         self.secret = secret
         self.policy = _DEFAULT_POLICY if policy is None else policy  # opening is retried
+        self.operation = "chat"
+        self.body: Optional[Dict[str, Any]] = None
         self.cost = 0
         self.next_models: Tuple[str, ...] = ()
         self.retarget: Optional[Callable[[str], StreamCall]] = None
@@ -310,6 +318,7 @@ class GatewayCore:
         request = self._request("POST", "/chat/completions", body, options)
         call = Call(request, self._counted(ChatCompletion, body["model"]), self.config.auth_token)
         call.policy = options.policy
+        call.operation = "chat"
         return self._traffic(call, body, fallbacks, partial(self._chat_call, options=options))
 
     def stream(
@@ -365,6 +374,7 @@ class GatewayCore:
         request = self._request("POST", "/embeddings", body, options)
         parse = self._counted(EmbeddingResponse, body["model"])
         call = Call(request, parse, self.config.auth_token, policy=options.policy)
+        call.operation = "embeddings"
         return self._traffic(call, body, fallbacks, partial(self._embeddings_call, options=options))
 
     def _fallbacks(self, model: str, options: CallOptions) -> Tuple[str, ...]:
@@ -378,6 +388,7 @@ class GatewayCore:
         """Give a POST call its model, its token reservation and its fallbacks: ``again(body,
         fallbacks=...)`` builds the same call for another model."""
         call.model = body["model"]
+        call.body = body
         limit = self.config.rate_limit
         if limit is not None and limit.tokens is not None:
             call.cost = estimate_tokens(
@@ -413,13 +424,13 @@ class GatewayCore:
         return Call(request, parse, self.config.auth_token, fallback, self.config.retry)
 
     def models(self) -> Call:
-        return self._get("/models", parse_model_list)
+        return _named(self._get("/models", parse_model_list), "list_models")
 
     def providers(self) -> Call:
         def fallback() -> Call:
             return self._get("/models", providers_from_models)
 
-        return self._get("/providers", parse_providers, fallback)
+        return _named(self._get("/providers", parse_providers, fallback), "list_known_providers")
 
     def provider_models(self, provider: Any) -> Call:
         name = check_provider(provider)
@@ -430,7 +441,13 @@ class GatewayCore:
         def fallback() -> Call:
             return self._get("/models", lambda data: provider_models_from_models(name, data))
 
-        return self._get(f"/providers/{quote(name, safe='')}/models", parse, fallback)
+        call = self._get(f"/providers/{quote(name, safe='')}/models", parse, fallback)
+        return _named(call, "list_provider_models")
+
+
+def _named(call: Call, operation: str) -> Call:
+    call.operation = operation
+    return call
 
 
 # -- answers ------------------------------------------------------------------------------------

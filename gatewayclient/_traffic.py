@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional, Tuple, TypeVar
 
+from . import _telemetry
 from .budget import LocalWindow, RateLimit, Ticket
 from .errors import (
     GatewayAuthError,
@@ -69,6 +70,7 @@ def take(limit: RateLimit, cost: int) -> Ticket:
         if isinstance(got, Ticket):
             return got
         _waited(limit, waited, got)
+        _telemetry.event("gatewayclient.rate_limit.wait", **{"gatewayclient.wait": got})
         time.sleep(got)
         waited += got
 
@@ -83,6 +85,7 @@ async def atake(limit: RateLimit, cost: int) -> Ticket:
         if isinstance(got, Ticket):
             return got
         _waited(limit, waited, got)
+        _telemetry.event("gatewayclient.rate_limit.wait", **{"gatewayclient.wait": got})
         await asyncio.sleep(got)
         waited += got
 
@@ -195,6 +198,15 @@ def next_call(call: Any, error: BaseException) -> Any:
         f"HTTP {status}: " if status else "",
         type(error).__name__,
         following.model,
+    )
+    _telemetry.event(
+        "gatewayclient.fallback",
+        **{
+            "gatewayclient.fallback.from": call.model,
+            "gatewayclient.fallback.to": following.model,
+            "error.type": type(error).__name__,
+            "http.response.status_code": status,
+        },
     )
     return following
 

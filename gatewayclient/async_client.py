@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import suppress
 from functools import partial
 from typing import Any, Dict, List, Optional, Union
 
 import aiohttp
 
-from . import _traffic, retry
+from . import _telemetry, _traffic, retry
 from ._async_transport import Transport, unread
 from ._base import ClientBase
 from ._core import END, NEED_DATA, Call, StreamCall
@@ -25,6 +26,8 @@ from .models import (
 
 __all__ = ["AsyncGatewayClient", "AsyncStream"]
 
+_CANCELLED = (asyncio.CancelledError, GeneratorExit)
+
 
 class AsyncStream:
     """A chat stream: ``async for`` it; leaving early or cancelling releases the connection.
@@ -39,6 +42,7 @@ class AsyncStream:
         self._limit = limit
         self._ticket: Optional[Ticket] = None
         self._request_id: Optional[str] = None  # the answer's (x-request-id and kin)
+        self._observation: Optional[_telemetry.Observation] = None
         self._use(call)
         self._response: Optional[aiohttp.ClientResponse] = None
         self._cut: Optional[GatewayConnectionError] = None
@@ -59,10 +63,13 @@ class AsyncStream:
             raise StopAsyncIteration
         try:
             if not self._opened:
-                if self._call.next_models:
-                    await _traffic.arun_chain(self._call, self._open)
+                observation = _telemetry.observe(self._call, self._call.request.url)
+                self._observation = observation
+                if observation is None:
+                    await self._open_models()
                 else:
-                    await self._open(self._call)
+                    with observation.current():
+                        await self._open_models()
                 self._opened = True
             item = self._state.take()
             while item is NEED_DATA:
@@ -71,10 +78,13 @@ class AsyncStream:
         except BaseException as exc:
             self._release()
             if self._stopped and isinstance(exc, GatewayClientError):
+                self._ended("closed")
                 raise StopAsyncIteration from None  # closed by another task mid-read
+            self._ended("cancelled" if isinstance(exc, _CANCELLED) else "failed", exc)
             raise
         if item is END:
             await self._end()
+            self._ended("done")
             raise StopAsyncIteration
         return item  # type: ignore[return-value]
 
@@ -86,6 +96,17 @@ class AsyncStream:
             await self._transport.park(response)
         if self._ticket is not None:
             await _traffic.asettle(self._ticket, self._state.usage)
+
+    async def _open_models(self) -> None:
+        if self._call.next_models:
+            await _traffic.arun_chain(self._call, self._open)
+        else:
+            await self._open(self._call)
+
+    def _ended(self, how: str, error: Optional[BaseException] = None) -> None:
+        observation, self._observation = self._observation, None
+        if observation is not None:
+            _telemetry.stream_ended(observation, how, self._state.completion(), error)
 
     async def _open(self, call: StreamCall) -> None:
         """Open the stream for ``call`` (a fallback model's, after the first), with retries."""
@@ -163,6 +184,7 @@ class AsyncStream:
         another task while one is waiting for the next chunk."""
         self._stopped = True
         self._release()
+        self._ended("closed")
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -171,6 +193,8 @@ class AsyncStream:
         await self.aclose()
 
     def __del__(self) -> None:
+        if self.__dict__.get("_observation") is not None:
+            self._ended("closed")
         response = self.__dict__.get("_response")
         if response is not None:
             with suppress(Exception):  # its loop may be closed already
@@ -206,10 +230,16 @@ class AsyncGatewayClient(ClientBase):
             )
         return result
 
-    async def _run(self, call: Call) -> Any:
+    async def _run_models(self, call: Call) -> Any:
         if not call.next_models:
             return await self._run_one(call)
         return await _traffic.arun_chain(call, self._run_one)
+
+    async def _run(self, call: Call) -> Any:
+        observation = _telemetry.observe(call, self._core.config.api_root)
+        if observation is None:
+            return await self._run_models(call)
+        return await _telemetry.arun(observation, partial(self._run_models, call))
 
     async def chat_completion(
         self,

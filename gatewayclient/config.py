@@ -5,12 +5,12 @@ Both clients build one ``ClientConfig`` at construction and never validate setti
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import math
 import os
 import re
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit

@@ -13,6 +13,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, TypeVar
 
+from . import _telemetry
 from .config import RetryPolicy
 from .errors import GatewayClientError
 
@@ -58,6 +59,15 @@ def _controller_options(policy: RetryPolicy, what: str) -> Dict[str, Any]:
             state.attempt_number,
             policy.max_retries,
             seconds,
+        )
+        _telemetry.event(
+            "gatewayclient.retry",
+            **{
+                "gatewayclient.retry.attempt": state.attempt_number,
+                "gatewayclient.retry.wait": seconds,
+                "error.type": type(error).__name__,
+                "http.response.status_code": status,
+            },
         )
 
     return {

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import requests
 
-from . import _traffic, retry
+from . import _telemetry, _traffic, retry
 from ._base import ClientBase
 from ._core import END, NEED_DATA, Call, StreamCall
 from ._sync_transport import Transport, raw_chunks, shut
@@ -24,6 +24,8 @@ from .models import (
 
 __all__ = ["SyncGatewayClient", "SyncStream"]
 
+_CANCELLED = (KeyboardInterrupt, GeneratorExit)
+
 
 class SyncStream:
     """A chat stream: iterate it for chunks; leaving it early releases the connection.
@@ -38,6 +40,7 @@ class SyncStream:
         self._limit = limit
         self._ticket: Optional[Ticket] = None
         self._request_id: Optional[str] = None  # the answer's (x-request-id and kin)
+        self._observation: Optional[_telemetry.Observation] = None
         self._use(call)
         self._response: Optional[requests.Response] = None
         self._chunks: Iterator[bytes] = iter(())
@@ -58,10 +61,13 @@ class SyncStream:
             raise StopIteration
         try:
             if not self._opened:
-                if self._call.next_models:
-                    _traffic.run_chain(self._call, self._open)
+                observation = _telemetry.observe(self._call, self._call.request.url)
+                self._observation = observation
+                if observation is None:
+                    self._open_models()
                 else:
-                    self._open(self._call)
+                    with observation.current():
+                        self._open_models()
                 self._opened = True
             item = self._state.take()
             while item is NEED_DATA:
@@ -70,10 +76,13 @@ class SyncStream:
         except BaseException as exc:
             self._release()
             if self._stopped and isinstance(exc, GatewayClientError):
+                self._ended("closed")
                 raise StopIteration from None  # closed from another thread mid-read
+            self._ended("cancelled" if isinstance(exc, _CANCELLED) else "failed", exc)
             raise
         if item is END:
             self._end()
+            self._ended("done")
             raise StopIteration
         return item  # type: ignore[return-value]
 
@@ -85,6 +94,17 @@ class SyncStream:
             self._transport.park(response, self._chunks)
         if self._ticket is not None:
             _traffic.settle(self._ticket, self._state.usage)
+
+    def _open_models(self) -> None:
+        if self._call.next_models:
+            _traffic.run_chain(self._call, self._open)
+        else:
+            self._open(self._call)
+
+    def _ended(self, how: str, error: Optional[BaseException] = None) -> None:
+        observation, self._observation = self._observation, None
+        if observation is not None:
+            _telemetry.stream_ended(observation, how, self._state.completion(), error)
 
     def _open(self, call: StreamCall) -> None:
         """Open the stream for ``call`` (a fallback model's, after the first), with retries."""
@@ -155,6 +175,7 @@ class SyncStream:
         if response is not None:
             shut(response)
         self._release()
+        self._ended("closed")
 
     def __enter__(self) -> SyncStream:
         return self
@@ -163,6 +184,8 @@ class SyncStream:
         self.close()
 
     def __del__(self) -> None:
+        if self.__dict__.get("_observation") is not None:
+            self._ended("closed")
         response = self.__dict__.get("_response")
         if response is not None:
             response.close()
@@ -192,10 +215,16 @@ class SyncGatewayClient(ClientBase):
             result = retry.run(result.policy, partial(self._attempt, result), result.request.label)
         return result
 
-    def _run(self, call: Call) -> Any:
+    def _run_models(self, call: Call) -> Any:
         if not call.next_models:
             return self._run_one(call)
         return _traffic.run_chain(call, self._run_one)
+
+    def _run(self, call: Call) -> Any:
+        observation = _telemetry.observe(call, self._core.config.api_root)
+        if observation is None:
+            return self._run_models(call)
+        return _telemetry.run(observation, partial(self._run_models, call))
 
     def chat_completion(
         self,

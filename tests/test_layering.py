@@ -65,6 +65,7 @@ RANKS = {
     "_failures": 1,  # the words of transport failures, for both transports
     "budget": 0,  # RateLimit and its in-process window (config holds one)
     "_loops": 0,  # what belongs to one event loop, closed with it
+    "_telemetry": 1,  # OpenTelemetry spans and metrics: the only opentelemetry user
     "_budget_redis": 1,  # the rate budget's window in Redis: the only Redis user
     "_traffic": 2,  # waiting for the rate budget, and model fallbacks
     "_checks": 2,  # call arguments, checked before a request exists
@@ -213,6 +214,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
     [
         (["tenacity"], lambda module: module == f"{PACKAGE}.retry"),
         (["redis", "limits"], lambda module: module == f"{PACKAGE}._budget_redis"),
+        (["opentelemetry"], lambda module: module == f"{PACKAGE}._telemetry"),
         (
             ["requests", "urllib3"],
             lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
@@ -228,6 +230,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
     ids=[
         "tenacity-only-in-retry",
         "redis-and-limits-only-in-the-budget-window",
+        "opentelemetry-only-in-telemetry",
         "requests-only-in-the-sync-client-and-its-transport",
         "aiohttp-only-in-the-async-client-its-transport-and-testing",
     ],
