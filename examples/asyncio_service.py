@@ -8,6 +8,10 @@ running event loop, where its aiohttp session belongs) and closed on cleanup, th
     python examples/asyncio_service.py        # serves on 127.0.0.1:8080 (HOST, PORT to change)
     curl -s localhost:8080/ask -d '{"question": "What is an API gateway?"}'
     curl -s localhost:8080/usage
+
+With OpenTelemetry's SDK installed (pip install opentelemetry-sdk), OTEL_TRACES_EXPORTER=console
+prints each call's span (``chat openai/gpt-4o-mini``: model, tokens, timing) on stdout. The
+application sets the tracer provider; gatewayclient only uses whichever one is set.
 """
 
 import logging
@@ -97,8 +101,21 @@ def create_app():
     return app
 
 
+def trace_to_console():
+    """The application's choice, never the library's: a tracer provider printing spans."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
 def main():
     logging.basicConfig(level=logging.INFO)
+    if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+        trace_to_console()
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8080"))
     # run_app stops on Ctrl-C or SIGTERM and runs the cleanup (closing the client) on the way out.

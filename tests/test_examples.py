@@ -228,6 +228,35 @@ def test_asyncio_service_runs_as_a_process_and_shuts_down_cleanly(gw: FakeGatewa
     assert_no_leak_warnings(stderr)
 
 
+def test_asyncio_service_prints_its_spans_when_asked(gw: FakeGateway) -> None:
+    port = free_port()
+    command = [sys.executable, str(EXAMPLES / "asyncio_service.py")]
+    env = gateway_env(gw, HOST="127.0.0.1", PORT=str(port), OTEL_TRACES_EXPORTER="console")
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.communicate()
+            with contextlib.suppress(requests.ConnectionError):
+                requests.post(f"{base}/ask", json={"question": "Traced?"}, timeout=10).close()
+                break
+            assert time.monotonic() < deadline, "the service did not start listening"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert '"name": "chat openai/gpt-4o-mini"' in stdout
+    assert '"gen_ai.usage.output_tokens"' in stdout
+    assert gw.token not in stdout
+
+
 # -- 3. streaming.py ---------------------------------------------------------------------------
 
 
