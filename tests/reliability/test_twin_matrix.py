@@ -377,12 +377,13 @@ def test_both_twins_meet_a_misbehaving_server_alike(
     records = {}
     for kind in ("sync", "async"):
         try:
-            records[kind], outcome = run_twin(kind, row, api, retries, certificates)
+            records[kind], outcome = run_twin(
+                kind, row, api, retries, certificates, record_property
+            )
         except AssertionError as failure:
             raise AssertionError(f"the {kind} twin: {failure}") from failure
         expected, attempts = row.expected(api, retries)
         lower, upper = row.limit(attempts)
-        record_property(f"{kind}", f"{records[kind]} in {outcome.elapsed:.3f} s")
         assert lower <= outcome.elapsed < upper, (
             f"{kind} took {outcome.elapsed:.3f} s, not within [{lower:.2f}, {upper:.2f})"
         )

@@ -284,8 +284,11 @@ def normal_call(twin: Twin, api: str) -> None:
         assert text_of(outcome.result) == "All is well."
 
 
-def run_twin(kind: str, row: Row, api: str, retries: int, certs: Any) -> Tuple[Record, Outcome]:
-    """One twin through the case: its record and its outcome; then it recovers, leak-free."""
+def run_twin(
+    kind: str, row: Row, api: str, retries: int, certs: Any, note: Callable[..., None]
+) -> Tuple[Record, Outcome]:
+    """One twin through the case: its record and its outcome (``note``d before anything is
+    checked, for the report); then it recovers, leak-free."""
     policy = RetryPolicy(max_retries=retries, backoff_base=0)
     with ExitStack() as stack:
         stage = row.stage(stack, certs)
@@ -308,6 +311,7 @@ def run_twin(kind: str, row: Row, api: str, retries: int, certs: Any) -> Tuple[R
             chunks=outcome.chunks,
             extra=outcome.extra,
         )
+        note(kind, f"{record} in {outcome.elapsed:.3f} s")
         if error is not None:
             assert SECRET not in words_of(error), "the token is in the error"
         if row.check is not None:
