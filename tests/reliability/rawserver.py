@@ -6,6 +6,9 @@ pieces, a body cut short by a clean close or a reset.
 n-th responder, every later one with ``default`` (a normal chat answer or stream). A responder
 writes the whole response to the socket itself and returns whether the connection stays open
 for another request. Leaving the block closes every socket and joins every thread.
+
+``handler=`` takes each connection whole instead (for a server that never reads the request),
+``tls=`` serves HTTPS with that server context; ``connections`` counts the accepted ones.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import threading
 from collections import deque
@@ -39,6 +43,9 @@ class RawRequest(NamedTuple):
 
 Responder = Callable[[socket.socket, RawRequest], bool]
 """Writes one response; True keeps the connection open for the next request."""
+
+Handler = Callable[[socket.socket], None]
+"""Takes a whole connection (nothing read from it yet); the server closes it afterwards."""
 
 
 def _read_request(conn: socket.socket, buffer: bytearray) -> Optional[RawRequest]:
@@ -71,10 +78,17 @@ class RawServer:
     """A threaded HTTP/1.1 server answering from a script of responders (see the module)."""
 
     def __init__(
-        self, *script: Responder, default: Optional[Responder] = None, port: int = 0
+        self,
+        *script: Responder,
+        default: Optional[Responder] = None,
+        port: int = 0,
+        handler: Optional[Handler] = None,
+        tls: Optional[ssl.SSLContext] = None,
     ) -> None:
         self._script: Deque[Responder] = deque(script)
         self._default = default or normal_answer
+        self._handler = handler
+        self._tls = tls
         self._wanted_port = port
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -83,11 +97,19 @@ class RawServer:
         self._connections: Set[socket.socket] = set()
         self._threads: List[threading.Thread] = []
         self.requests: List[RawRequest] = []
+        self.connections = 0
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
+
+    def recover(self, default: Optional[Responder] = None) -> None:
+        """The fault is over: from now on every request gets ``default`` (a normal answer)."""
+        with self._lock:
+            self._script.clear()
+            self._default = default or normal_answer
+            self._handler = None
 
     def __enter__(self) -> RawServer:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -107,6 +129,9 @@ class RawServer:
     def stop(self) -> None:
         """Stop accepting, end every connection (blocked reads and writes too), join all."""
         self._stopping.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept loop at once (Linux)
+                self._listener.shutdown(socket.SHUT_RDWR)
         if self._acceptor is not None:
             self._acceptor.join(10)
             assert not self._acceptor.is_alive(), "the raw server's accept loop did not stop"
@@ -128,9 +153,14 @@ class RawServer:
                     conn, _ = self._listener.accept()
                 except socket.timeout:
                     continue
+                except OSError:
+                    if self._stopping.is_set():
+                        return  # stop() shut the listener down
+                    raise
                 conn.settimeout(30)  # a safety net: stop() ends every connection anyway
                 thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
                 with self._lock:
+                    self.connections += 1
                     self._connections.add(conn)
                     self._threads.append(thread)
                 thread.start()
@@ -141,9 +171,32 @@ class RawServer:
         with self._lock:
             return self._script.popleft() if self._script else self._default
 
+    def _secure(self, conn: socket.socket) -> socket.socket:
+        """The TLS side of ``conn`` after its handshake (which a client may refuse: OSError)."""
+        assert self._tls is not None
+        secure = self._tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        with self._lock:  # stop() must shut the socket now in use
+            self._connections.discard(conn)
+            self._connections.add(secure)
+        try:
+            secure.do_handshake()
+        except OSError:
+            secure.close()
+            with self._lock:
+                self._connections.discard(secure)
+            raise
+        return secure
+
     def _serve(self, conn: socket.socket) -> None:
         buffer = bytearray()
         try:
+            if self._tls is not None:
+                conn = self._secure(conn)
+            with self._lock:
+                handler = self._handler
+            if handler is not None:
+                handler(conn)
+                return
             while not self._stopping.is_set():
                 request = _read_request(conn, buffer)
                 if request is None:
