@@ -56,13 +56,18 @@ def _head_defect(exc: aiohttp.ClientResponseError) -> str:
     while cause is not None and len(causes) < 4:
         causes.append(cause)
         cause = cause.__cause__ or cause.__context__
+    return _parser_defect(exc, causes)
+
+
+def _parser_defect(exc: Any, causes: List[BaseException]) -> str:
     if any(isinstance(c, aiohttp.http_exceptions.LineTooLong) for c in causes):
         return "a line of its head is too long"
     if any(isinstance(c, aiohttp.http_exceptions.BadStatusLine) for c in causes):
         return "its status line is not HTTP"
-    if "Too many headers" in exc.message:  # aiohttp's own words are looked at, never shown
+    message = str(getattr(exc, "message", ""))  # aiohttp's own words: looked at, never shown
+    if "Too many headers" in message:
         return f"more than {MAX_HEADERS} headers"
-    if "Content-Length" in exc.message:
+    if "Content-Length" in message:
         return "its Content-Length is not one number"
     return "its head cannot be read"
 
@@ -70,7 +75,7 @@ def _head_defect(exc: aiohttp.ClientResponseError) -> str:
 def _connector_failure(exc: aiohttp.ClientConnectorError, proxy: Optional[str]) -> Failure:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         verify = getattr(exc.certificate_error, "verify_message", None)
-        return Failure("tls_verify", reason=verify or "not trusted")
+        return Failure("tls_verify", reason=verify or "the certificate is not trusted")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return _proxy_failure(exc, proxy)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -84,6 +89,8 @@ def _connector_failure(exc: aiohttp.ClientConnectorError, proxy: Optional[str]) 
 def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float]) -> Any:
     """The Failure that an aiohttp exception (or an OSError or timeout under it) stands for;
     None for anything else: cancellation and bugs surface as themselves."""
+    if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):  # the parser's, unwrapped
+        return Failure("malformed", reason=_parser_defect(exc, [exc]))
     if isinstance(exc, _WriteTimeout):
         return Failure("write_timeout", seconds=timeout)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -115,24 +122,37 @@ def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float])
     return None
 
 
-class _TimedBody(aiohttp.payload.BytesPayload):
+class _Body(aiohttp.payload.Payload):
     """A large request body written in pieces, each write bounded by the call's timeout: aiohttp
-    bounds reads, but would wait forever on a gateway that stops reading an upload."""
+    bounds reads, but would wait forever on a gateway that stops reading an upload. A write that
+    times out aborts the connection (a graceful close would wait to flush the unsent body)."""
 
-    def __init__(self, value: bytes, seconds: float) -> None:
-        super().__init__(value)
+    def __init__(self, value: bytes, seconds: Optional[float]) -> None:
+        super().__init__(value, content_type=None)
+        self._size = len(value)
         self._seconds = seconds
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return bytes(self._value)
 
     async def write_with_length(self, writer: Any, content_length: Optional[int]) -> None:
         view = memoryview(self._value)
         if content_length is not None:
             view = view[:content_length]
         for start in range(0, len(view), _WRITE_PIECE):
+            piece = view[start : start + _WRITE_PIECE]
+            if self._seconds is None:
+                await writer.write(piece)
+                continue
             try:
-                await asyncio.wait_for(
-                    writer.write(view[start : start + _WRITE_PIECE]), self._seconds
-                )
+                await asyncio.wait_for(writer.write(piece), self._seconds)
             except asyncio.TimeoutError:
+                transport = getattr(writer, "transport", None)
+                if transport is not None:
+                    transport.abort()
                 raise _WriteTimeout() from None
 
     async def write(self, writer: Any) -> None:
@@ -265,13 +285,13 @@ class Transport:
             await asyncio.sleep(0)  # take in what has arrived for them: ends of bodies among it
             pool.reap()
         body: Any = request.body
-        if body is not None and len(body) > _WRITE_PIECE and request.timeout is not None:
-            body = _TimedBody(body, request.timeout)
+        if body is not None and len(body) > _WRITE_PIECE:
+            body = _Body(body, request.timeout)
         with Translate(request, self.proxy, classify):
             response = await pool.session.request(
                 request.method, request.url, headers=request.headers, data=body,
                 timeout=self._timeout(request.timeout), proxy=self.proxy,
-                max_redirects=MAX_REDIRECTS,
+                max_redirects=MAX_REDIRECTS + 1,  # aiohttp counts the first answer too
             )  # fmt: skip
         return response
 

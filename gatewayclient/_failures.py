@@ -69,7 +69,7 @@ def origin_of(url: str) -> str:
 def os_reason(number: Optional[int]) -> str:
     """Words for an operating-system error number: ours for the common ones, else the system's
     own (``os.strerror``; never the exception's text, which a library may have written)."""
-    if number is None:
+    if not isinstance(number, int):
         return "the connection was closed"
     words = _ERRNO_WORDS.get(errno.errorcode.get(number, ""))
     if words:

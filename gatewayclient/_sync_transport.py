@@ -91,10 +91,21 @@ def _head_failure(found: List[BaseException]) -> Optional[Failure]:
     return None
 
 
+# What this transport's libraries raise (http.client's own exceptions may surface unwrapped).
+_FOREIGN = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+    http.client.HTTPException,
+)
+
+
 def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float]) -> Any:
     """The Failure that a requests or urllib3 exception (or an OSError under them) stands for;
     None for anything else (a bug must surface as itself)."""
-    if not isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError, OSError)):
+    if isinstance(exc, urllib3.exceptions.ProxySchemeUnsupported):  # a ValueError, unwrapped
+        return Failure("proxy", reason="the proxy's scheme is not supported", proxy=proxy)
+    if not isinstance(exc, _FOREIGN):
         return None
     found = _chain(exc)
     pool = _first(found, urllib3.exceptions.EmptyPoolError, urllib3.exceptions.ClosedPoolError)
@@ -108,7 +119,8 @@ def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float])
         return Failure("redirect_target")
     certificate = _first(found, ssl.SSLCertVerificationError)
     if certificate is not None:
-        return Failure("tls_verify", reason=certificate.verify_message or "not trusted")
+        verify = getattr(certificate, "verify_message", None)
+        return Failure("tls_verify", reason=verify or "the certificate is not trusted")
     if _first(found, requests.exceptions.ProxyError, urllib3.exceptions.ProxyError):
         return _proxy_failure(found, proxy)
     if _first(found, urllib3.exceptions.NameResolutionError, socket.gaierror):

@@ -14,7 +14,7 @@ from gatewayclient import (
     GatewayResponseError,
     GatewayTimeoutError,
 )
-from gatewayclient._failures import _KINDS, Failure, failure_error, head_defect, origin_of
+from gatewayclient._failures import _KINDS, Failure, failure_error, length_defect, origin_of
 
 URL = "http://gw.test:4000/v1/chat/completions"
 LABEL = f"POST {URL}"
@@ -32,12 +32,9 @@ KINDS: List[Tuple[Failure, Type[GatewayClientError], bool, str]] = [
     ),
     (
         Failure("connect_timeout", seconds=1.5),
-        GatewayTimeoutError, True, f"{GATEWAY}: no connection within 1.5 s",
-    ),
-    (
-        Failure("pool_timeout", seconds=0.5),
         GatewayTimeoutError, True,
-        f"{LABEL}: no free connection within 0.5 s (all max_connections are in use)",
+        f"{GATEWAY}: no connection within 1.5 s "
+        "(none of max_connections free, or connecting took longer)",
     ),
     (
         Failure("read_timeout", seconds=30.0),
@@ -150,36 +147,25 @@ def test_an_origin_has_no_userinfo_path_or_query(url: str, origin: str) -> None:
     assert origin_of(url) == origin
 
 
-def headers(count: int) -> List[Tuple[str, str]]:
-    return [(f"X-H{i}", "v") for i in range(count)]
-
-
 NOT_ONE = "its Content-Length is not one number"
-LINE = 8190  # aiohttp's longest header line: name, ": ", value and CRLF
-HEADS: List[Tuple[str, List[Tuple[str, str]], Optional[str]]] = [
-    ("none", [], None),
-    ("ordinary", [("Content-Type", "application/json"), ("Content-Length", "12")], None),
-    ("100-headers", headers(100), None),
-    ("101-headers", headers(101), "more than 100 headers"),
-    ("200-headers", headers(200), "more than 100 headers"),
-    ("longest-line", [("X-Big", "a" * (LINE - 4 - 5))], None),
-    ("line-too-long", [("X-Big", "a" * (LINE - 4 - 4))], "a header line is longer than 8190 bytes"),
-    ("length-padded", [("Content-Length", " 12 ")], None),
-    ("length-repeated-same", [("Content-Length", "12"), ("content-length", "12")], None),
-    ("length-nope", [("Content-Length", "nope")], NOT_ONE),
-    ("length-upper-nope", [("CONTENT-LENGTH", "nope")], NOT_ONE),
-    ("length-two-values", [("Content-Length", "12"), ("Content-Length", "13")],
-     NOT_ONE),
-    ("length-list", [("Content-Length", "12, 12")], NOT_ONE),
-    ("length-signed", [("Content-Length", "+12")], NOT_ONE),
-    ("length-negative", [("Content-Length", "-1")], NOT_ONE),
-    ("length-empty", [("Content-Length", "")], NOT_ONE),
-    ("length-fullwidth", [("Content-Length", "\uff11\uff12")], NOT_ONE),
-]  # fmt: skip
+# What the sync twin checks itself (aiohttp refuses these in its parser); requests joins
+# repeated Content-Length values with ", ".
+LENGTHS: List[Tuple[str, Optional[str], Optional[str]]] = [
+    ("absent", None, None),
+    ("ordinary", "12", None),
+    ("padded", " 12 ", None),
+    ("nope", "nope", NOT_ONE),
+    ("two-values", "12, 13", NOT_ONE),
+    ("repeated-same", "12, 12", NOT_ONE),
+    ("signed", "+12", NOT_ONE),
+    ("negative", "-1", NOT_ONE),
+    ("empty", "", NOT_ONE),
+    ("fullwidth", "\uff11\uff12", NOT_ONE),
+]
 
 
-@pytest.mark.parametrize(("given", "defect"), [row[1:] for row in HEADS], ids=[r[0] for r in HEADS])
-def test_head_defects_both_twins_refuse(
-    given: List[Tuple[str, str]], defect: Optional[str]
+@pytest.mark.parametrize(("given", "defect"), [r[1:] for r in LENGTHS], ids=[r[0] for r in LENGTHS])
+def test_a_content_length_that_is_not_one_number_is_a_defect(
+    given: Optional[str], defect: Optional[str]
 ) -> None:
-    assert head_defect(given) == defect
+    assert length_defect(given) == defect

@@ -42,9 +42,18 @@ from gatewayclient import (
     _sync_transport,
 )
 from gatewayclient._core import Request
+from gatewayclient._failures import Translate
 
 URL = "http://127.0.0.1:4000/v1/chat/completions"
 Translator = Callable[[Request, Optional[str]], Any]
+
+
+def sync_translate(request: Request, proxy: Optional[str]) -> Translate:
+    return Translate(request, proxy, _sync_transport.classify)
+
+
+def async_translate(request: Request, proxy: Optional[str]) -> Translate:
+    return Translate(request, proxy, _async_transport.classify)
 
 
 def through(translate: Translator, exc: BaseException) -> BaseException:
@@ -71,56 +80,21 @@ def assert_typed_and_safe(out: BaseException, exc: BaseException) -> GatewayClie
 
 # -- every class, as it is ------------------------------------------------------------------
 
-# What leaves a transport untyped today, each a strict xfail: qualified class name -> reason.
-UNTYPED_SYNC = {
-    **{
-        qualified(cls): f"issue 9 item 20: a bare http.client.{cls.__name__} (urllib3 did not wrap "
-        "it) leaves the sync Translate untyped: classify() knows requests, urllib3 and OSError"
-        for cls in sync_classes()
-        if cls.__module__ == "http.client" and not issubclass(cls, OSError)
-    },
-    "ssl.SSLCertVerificationError": "issue 9 item 20: an SSLCertVerificationError without "
-    "verify_message (ssl.match_hostname raises one so) makes the sync classify() raise "
-    "AttributeError",
-    "urllib3.exceptions.ProxySchemeUnsupported": "issue 9 item 20: urllib3's "
-    "ProxySchemeUnsupported (a ValueError, raised unwrapped through requests) leaves the sync "
-    "Translate untyped",
-}
-UNTYPED_ASYNC = {
-    qualified(cls): f"issue 9 item 20: a bare aiohttp.http_exceptions.{cls.__name__} (an "
-    "HttpProcessingError, not a ClientError) leaves the async Translate untyped"
-    for cls in async_classes()
-    if cls.__module__ == "aiohttp.http_exceptions"
-}
 
-
-def walk(classes: List[type], untyped: dict) -> List[Any]:
-    return [
-        pytest.param(
-            cls,
-            id=qualified(cls),
-            marks=[pytest.mark.xfail(strict=True, reason=untyped[qualified(cls)])]
-            if qualified(cls) in untyped
-            else [],
-        )
-        for cls in classes
-    ]
-
-
-@pytest.mark.parametrize("cls", walk(sync_classes(), UNTYPED_SYNC))
+@pytest.mark.parametrize("cls", sync_classes(), ids=qualified)
 def test_every_exception_the_sync_transport_meets_becomes_a_safe_typed_error(
     cls: Type[BaseException],
 ) -> None:
     exc = build(cls)
-    assert_typed_and_safe(through(_sync_transport.Translate, exc), exc)
+    assert_typed_and_safe(through(sync_translate, exc), exc)
 
 
-@pytest.mark.parametrize("cls", walk(async_classes(), UNTYPED_ASYNC))
+@pytest.mark.parametrize("cls", async_classes(), ids=qualified)
 def test_every_exception_the_async_transport_meets_becomes_a_safe_typed_error(
     cls: Type[BaseException],
 ) -> None:
     exc = build(cls)
-    assert_typed_and_safe(through(_async_transport.Translate, exc), exc)
+    assert_typed_and_safe(through(async_translate, exc), exc)
 
 
 def test_the_check_sees_a_leaked_header_and_an_untyped_escape() -> None:
@@ -162,7 +136,7 @@ PASS_THROUGH = [
 ]
 
 
-@pytest.mark.parametrize("translate", [_sync_transport.Translate, _async_transport.Translate])
+@pytest.mark.parametrize("translate", [sync_translate, async_translate])
 @pytest.mark.parametrize("exc", PASS_THROUGH, ids=lambda exc: type(exc).__name__)
 def test_cancellation_and_bugs_pass_through_untranslated(
     translate: Translator, exc: BaseException
@@ -179,7 +153,7 @@ def test_what_requests_and_urllib3_really_raise_is_typed_and_worded_safely(
     make: Callable[[], BaseException], cls: type, retryable: bool, words: str
 ) -> None:
     exc = make()
-    out = assert_typed_and_safe(through(_sync_transport.Translate, exc), exc)
+    out = assert_typed_and_safe(through(sync_translate, exc), exc)
     assert (type(out), out.retryable) == (cls, retryable), out.message
     assert words in out.message
 
@@ -189,15 +163,15 @@ def test_what_aiohttp_really_raises_is_typed_and_worded_safely(
     make: Callable[[], BaseException], cls: type, retryable: bool, words: str
 ) -> None:
     exc = make()
-    out = assert_typed_and_safe(through(_async_transport.Translate, exc), exc)
+    out = assert_typed_and_safe(through(async_translate, exc), exc)
     assert (type(out), out.retryable) == (cls, retryable), out.message
     assert words in out.message
 
 
 def test_a_refused_proxy_carries_its_status_and_no_credentials() -> None:
     for translate, make in (
-        (_sync_transport.Translate, dict((c[0], c[1]) for c in SYNC_CHAINS)["proxy-407"]),
-        (_async_transport.Translate, dict((c[0], c[1]) for c in ASYNC_CHAINS)["proxy-407"]),
+        (sync_translate, dict((c[0], c[1]) for c in SYNC_CHAINS)["proxy-407"]),
+        (async_translate, dict((c[0], c[1]) for c in ASYNC_CHAINS)["proxy-407"]),
     ):
         out = through(translate, make())
         assert isinstance(out, GatewayConnectionError) and out.status_code == 407

@@ -214,7 +214,7 @@ SYNC_CHAINS: List[Any] = [
     (
         "pool-empty",
         lambda: u3.EmptyPoolError(pool(), f"Pool is empty {TEXT}"),
-        GatewayTimeoutError, True, "no free connection within 1.5 s",
+        GatewayTimeoutError, True, "no connection within 1.5 s (none of max_connections free",
     ),
     (
         "pool-closed",
@@ -280,7 +280,7 @@ ASYNC_CHAINS: List[Any] = [
         "too-many-headers",
         lambda: http_error(400, aiohttp_http.BadHttpMessage("Too many headers received"),
                            "Too many headers received"),
-        GatewayResponseError, False, "not valid HTTP (more than 100 headers)",
+        GatewayResponseError, False, "not valid HTTP (more than 99 headers)",
     ),
     (
         "content-length",

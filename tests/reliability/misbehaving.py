@@ -183,6 +183,10 @@ def raw_head(*lines: str) -> Responder:
     return respond
 
 
+# Heads at those limits, which both twins read.
+GOOD_HEADS: Dict[str, Responder] = {}
+
+
 def many_headers(count: int) -> Responder:
     return raw_head("HTTP/1.1 200 OK", *[f"X-H{i}: v" for i in range(count)], "Connection: close")
 
@@ -190,11 +194,22 @@ def many_headers(count: int) -> Responder:
 BAD_HEADS: Dict[str, Responder] = {
     "content-length-nope": raw_head("HTTP/1.1 200 OK", "Content-Length: nope"),
     "two-content-lengths": raw_head("HTTP/1.1 200 OK", "Content-Length: 12", "Content-Length: 13"),
-    "header-over-8190": raw_head("HTTP/1.1 200 OK", "X-Big: " + "a" * 8200, "Connection: close"),
+    # http.client's limits, which the async twin's aiohttp is set to: a line of at most 65,536
+    # bytes, at most 99 header lines (its 100 count the blank line ending the head)
+    "header-over-65536": raw_head("HTTP/1.1 200 OK", "X-Big: " + "a" * 70000, "Connection: close"),
+    "100-header-lines": many_headers(98),  # and Connection, Content-Type
     "110-headers": many_headers(110),
     "200-headers": many_headers(200),
     "status-not-http": raw_head("ICY 200 OK", "Connection: close"),
 }
+
+
+GOOD_HEADS.update(
+    {
+        "header-of-9000": raw_head("HTTP/1.1 200 OK", "X-Big: " + "a" * 9000, "Connection: close"),
+        "99-header-lines": many_headers(97),
+    }
+)
 
 
 # -- redirects, proxies ------------------------------------------------------------------------

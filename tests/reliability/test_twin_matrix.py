@@ -33,6 +33,7 @@ from matrix_stages import (
 from misbehaving import (
     AZURE_FILTER,
     BAD_HEADS,
+    GOOD_HEADS,
     WHOLE_ANSWER,
     answer,
     close_before_head,
@@ -140,9 +141,6 @@ ROWS: List[Row] = [
         count="connections",
         run=uploading(20),
         marks=(LARGE_BODY_WARNING,),
-        xfail="issue 9 item 5 (found here): after a write timeout the async twin's connection "
-        "stays open for as long as the gateway reads nothing (a graceful close waits to flush "
-        "the unsent body; it must be aborted); the sync twin closes it at once",
     ),
     Row(
         "upload-2MB",
@@ -150,22 +148,20 @@ ROWS: List[Row] = [
         OK,
         run=uploading(2),
         retries=(0,),
-        xfail="issue 9 item 5 (found here): a request body over 1 MiB makes the async twin "
-        "emit aiohttp's ResourceWarning 'Sending a large body directly with raw bytes might "
-        "lock the event loop' (an error under this suite's warning filters)",
     ),
     *[
         Row(f"head-{name}", serving(lambda responder=responder: responder), UNREADABLE)
         for name, responder in BAD_HEADS.items()
+    ],
+    *[
+        Row(f"head-{name}", serving(lambda responder=responder: responder), OK, apis=("chat",))
+        for name, responder in GOOD_HEADS.items()
     ],
     Row(
         "redirect-loop",
         serving(lambda: redirect("{path}")),
         Expect(GatewayClientError),
         seen=lambda attempts: 21 * attempts,  # the request and 20 redirects
-        xfail="issue 9 item 21 (found here): the async twin gives up after 20 requests (19 "
-        "redirects followed), the sync one after 21 (20 followed): aiohttp's max_redirects "
-        "counts the redirect answers, requests' the redirects followed",
     ),
     Row("redirect-to-another-host", another_host, OK, check=token_kept_home, pooled=2),
     Row(
@@ -232,14 +228,12 @@ ROWS: List[Row] = [
         serving(lambda: answer(content_type="Text/Event-Stream; Charset=UTF-8")),
         OK,
         apis=("stream",),
-        xfail="issue 9 item 15: the stream's Content-Type is matched case-sensitively",
     ),
     Row(
         "azure-filter-chunk-hidden",
         serving(lambda: answer(events=AZURE_FILTER + b"".join(NORMAL_EVENTS))),
         OK,
         apis=("stream",),
-        xfail="issue 9 item 16: a chunk with choices [] and no usage is yielded",
     ),
     Row(
         "azure-filter-chunk-yielded-with-stream-options",
@@ -256,8 +250,6 @@ ROWS: List[Row] = [
         Expect(chunks=1, extra=(0, "Hello")),
         apis=("stream",),
         run=abandoned_after_one_chunk,
-        xfail="issue 9 item 24: an abandoned stream counts in usage, or its completion() "
-        "holds text the caller never took",
     ),
     Row(
         "set-cookie",
@@ -271,7 +263,6 @@ ROWS: List[Row] = [
         "status-408",
         serving(lambda: status(408, error_body("Request Timeout", "timeout"))),
         Expect(GatewayTimeoutError, status=408, retried=True),
-        xfail="issue 9 item 22: a 408 is raised as a timeout and retried (errors.py)",
     ),
     Row(
         "429-retry-after",
