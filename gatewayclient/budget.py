@@ -12,6 +12,7 @@ most ``tokens`` tokens (as settled). Nothing here is imported by a client withou
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import threading
 import time
@@ -124,6 +125,12 @@ def _storage(url: object) -> Optional[str]:
         raise GatewayConfigError(
             "RateLimit storage must be None or a redis://, rediss:// or unix:// URL, got "
             + (repr(_shown(url)) if isinstance(url, str) else type(url).__name__)
+        )
+    missing = [name for name in ("redis", "limits") if importlib.util.find_spec(name) is None]
+    if missing:  # found, not imported: constructing a RateLimit connects to (and loads) nothing
+        raise GatewayConfigError(
+            f"RateLimit storage needs the {' and '.join(missing)} package"
+            f"{'s' if len(missing) > 1 else ''}: pip install 'gatewayclient[redis]'"
         )
     return url
 
