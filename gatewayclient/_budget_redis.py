@@ -76,7 +76,7 @@ if count == 0 then redis.call('SET', KEYS[3], cost) else redis.call('INCRBY', KE
 local keep = math.ceil(per * 1000) + 1000
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[3], keep)
-return {1, tostring(now)}
+return {1, t[1], t[2]}
 """
 
 _SETTLE = """
@@ -342,8 +342,11 @@ class RedisWindow:
     # -- shared ------------------------------------------------------------------------------
 
     def _ticket(self, answer: List[Any], cost: int, member: str) -> Union[Ticket, float]:
-        admitted, value = int(answer[0]), float(answer[1])
-        return Ticket(value, cost, self, member) if admitted else value
+        if not int(answer[0]):
+            return float(answer[1])  # the wait
+        # Redis's time in seconds and microseconds: a float of their sum keeps every microsecond
+        # (Lua's tostring would keep only 14 digits: a tenth of a millisecond).
+        return Ticket(int(answer[1]) + int(answer[2]) / 1e6, cost, self, member)
 
     def _settle_args(self, ticket: Ticket, tokens: int) -> Optional[Tuple[str, str, int]]:
         if self._local.tokens is None or ticket.tokens == tokens or not ticket.member:

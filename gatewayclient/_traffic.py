@@ -57,7 +57,7 @@ def window(limit: RateLimit) -> Any:
 
 
 def _waited(limit: RateLimit, waited: float, wait: float) -> None:
-    refusal = limit.refusal(waited + wait)
+    refusal = limit.refusal(wait, waited)
     if refusal is not None:
         raise refusal
 

@@ -249,3 +249,20 @@ def test_a_cancelled_task_stops_waiting_and_holds_no_ticket(gw: FakeGateway) -> 
 
     asyncio.run(main())
     assert len(gw.requests) == 2
+
+
+def test_a_refusal_after_some_waiting_gives_the_wait_still_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gatewayclient import _traffic
+
+    for kind in ("sync", "async"):
+        limit = RateLimit(requests=1, max_wait=1.0)
+        answers = iter([0.05, 5.0])  # room in 0.05 s; then, someone was faster: 5 s more
+        monkeypatch.setattr(limit.local, "take", lambda cost, now=None, got=answers: next(got))
+        with pytest.raises(GatewayRateLimitError) as caught:
+            if kind == "sync":
+                _traffic.take(limit, 0)
+            else:
+                asyncio.run(_traffic.atake(limit, 0))
+        assert caught.value.retry_after == 5.0

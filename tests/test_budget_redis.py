@@ -349,3 +349,13 @@ def test_event_loops_with_a_redis_budget_leave_no_warning(
     assert result.stderr == ""
     with redis_server.client() as client:
         assert client.zcard("gatewayclient:{loops}:log") > 0  # Redis was used, not the fallback
+
+
+def test_a_ticket_carries_the_redis_time_to_the_microsecond(redis_server: RedisServer) -> None:
+    limit = shared(redis_server, 1000)
+    with redis_server.client() as client:
+        before = client.time()
+        at = admitted(limit).at
+        after = client.time()
+    assert before[0] + before[1] / 1e6 <= at <= after[0] + after[1] / 1e6
+    assert at != round(at, 4) or admitted(limit).at != round(admitted(limit).at, 4)
