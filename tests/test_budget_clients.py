@@ -9,10 +9,9 @@ import time
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-from conftest import FAST
 from twin import Twin
 
-from gatewayclient import AsyncGatewayClient, RateLimit
+from gatewayclient import AsyncGatewayClient, RateLimit, RetryPolicy
 from gatewayclient.budget import estimate_tokens
 from gatewayclient.errors import (
     GatewayConnectionError,
@@ -26,6 +25,7 @@ MODEL = "openai/gpt-4o"
 OTHER = "anthropic/claude-sonnet-4-20250514"
 HELLO = [{"role": "user", "content": "Hello there, gateway!"}]
 Make = Callable[..., Twin]
+FAST = RetryPolicy(max_retries=2, backoff_base=0.0)
 TRANSIT = 0.05  # how much closer two arrivals may be than their departures (see README)
 
 
