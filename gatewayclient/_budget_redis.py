@@ -15,9 +15,11 @@ under the process's own window of the same size, one WARNING says so, and Redis 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -34,6 +36,7 @@ logger = logging.getLogger("gatewayclient")
 
 STALL_BOUND = 0.25  # seconds a call waits for Redis (connect, or an answer) before going on
 RETRY_AFTER = 2.0  # seconds Redis is left alone after it failed
+_ASYNC_STORAGE = "limits.aio.storage"
 
 _TAKE = """
 local t = redis.call('TIME')
@@ -73,7 +76,7 @@ if count == 0 then redis.call('SET', KEYS[3], cost) else redis.call('INCRBY', KE
 local keep = math.ceil(per * 1000) + 1000
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[3], keep)
-return {1, tostring(now)}
+return {1, t[1], t[2]}
 """
 
 _SETTLE = """
@@ -180,6 +183,8 @@ class RedisWindow:
         )
         self._down_until = 0.0  # monotonic time before which Redis is not tried
         self._warned = False
+        # The last loop's side, if that loop was closed by hand, is closed when this goes.
+        weakref.finalize(self, _close_dead_loops, self._loops)
 
     # -- health ----------------------------------------------------------------------------
 
@@ -265,17 +270,17 @@ class RedisWindow:
         loop = asyncio.get_running_loop()
         side = self._loops.get(loop)
         if side is None:
-            self._close_dead_loops()
+            if _ASYNC_STORAGE not in sys.modules:
+                # Its first import takes ~0.1 s: done in a thread, not in the loop's, where it
+                # would hold up every task of the loop.
+                await loop.run_in_executor(None, importlib.import_module, _ASYNC_STORAGE)
+            side = self._loops.get(loop)  # another task of this loop may have made it meanwhile
+        if side is None:
+            _close_dead_loops(self._loops)
             side = _Async(self._url)
             await side.start()
             self._loops[loop] = side
         return side
-
-    def _close_dead_loops(self) -> None:
-        for loop, side in list(self._loops.items()):
-            if loop.is_closed():
-                self._loops.pop(loop, None)
-                side.close_dead()
 
     async def atake(self, cost: int) -> Union[Ticket, float]:
         if not self._usable():
@@ -337,13 +342,15 @@ class RedisWindow:
     # -- shared ------------------------------------------------------------------------------
 
     def _ticket(self, answer: List[Any], cost: int, member: str) -> Union[Ticket, float]:
-        admitted, value = int(answer[0]), float(answer[1])
-        return Ticket(value, cost, self, member) if admitted else value
+        if not int(answer[0]):
+            return float(answer[1])  # the wait
+        # Redis's time in seconds and microseconds: a float of their sum keeps every microsecond
+        # (Lua's tostring would keep only 14 digits: a tenth of a millisecond).
+        return Ticket(int(answer[1]) + int(answer[2]) / 1e6, cost, self, member)
 
-    @staticmethod
-    def _settle_args(ticket: Ticket, tokens: int) -> Optional[Tuple[str, str, int]]:
-        if ticket.tokens == tokens or not ticket.member:
-            return None  # nothing to correct: no round trip
+    def _settle_args(self, ticket: Ticket, tokens: int) -> Optional[Tuple[str, str, int]]:
+        if self._local.tokens is None or ticket.tokens == tokens or not ticket.member:
+            return None  # no token budget, or nothing to correct: no round trip
         name = ticket.member.rsplit("|", 1)[0]
         return ticket.member, f"{name}|{tokens}", tokens - ticket.tokens
 
@@ -351,6 +358,15 @@ class RedisWindow:
     def _storage_error(exc: BaseException, side: Any) -> bool:
         """Whether ``exc`` is Redis failing: refused, reset, timed out, an error reply."""
         return isinstance(exc, (RedisError, OSError, asyncio.TimeoutError))
+
+
+def _close_dead_loops(loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Async]) -> None:
+    """Close the sides of loops that were closed by hand (without shutting their generators
+    down, which closes a side inside its loop)."""
+    for loop, side in list(loops.items()):
+        if loop.is_closed():
+            loops.pop(loop, None)
+            side.close_dead()
 
 
 async def _unless_cancelled(call: Any, window: RedisWindow, member: str) -> Any:

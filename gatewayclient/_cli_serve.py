@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import shlex
 import signal
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from gatewayclient._cli_base import (
     ENV_AUTH_TOKEN,
@@ -56,7 +57,41 @@ def add_serve(commands: Any) -> None:
                        help=f"the token it accepts (default: {FAKE_TOKEN})")  # fmt: skip
     serve.add_argument("--background", action="store_true",
                        help="serve from a detached process, print its PID, return")  # fmt: skip
+    serve.add_argument("--rpm", type=count(1), default=None, metavar="N",
+                       help="answer 429 past N requests per window (default: none)")  # fmt: skip
+    serve.add_argument("--tpm", type=count(1), default=None, metavar="N",
+                       help="answer 429 past N tokens (as answered) per window")  # fmt: skip
+    serve.add_argument("--window", type=_seconds(positive=True), default=60.0,
+                       metavar="SECONDS", help="the rate limits' window (default: 60)")  # fmt: skip
+    serve.add_argument("--latency", type=_seconds(positive=False), default=0.0,
+                       metavar="SECONDS", help="wait before each answer (default: 0)")  # fmt: skip
     serve.set_defaults(handler=_cmd_serve, command_parser=serve)
+
+
+def _seconds(positive: bool) -> Callable[[str], float]:
+    """A number of seconds: finite, and > 0 (or >= 0)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise argparse.ArgumentTypeError(f"must be a number of seconds {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _options(args: argparse.Namespace) -> Dict[str, Any]:
+    """FakeGateway's keywords for the rate limits and the latency asked for."""
+    return {
+        "rpm_limit": args.rpm,
+        "tpm_limit": args.tpm,
+        "window": args.window,
+        "latency": args.latency,
+    }
 
 
 def _exports(url: str, token: str) -> str:
@@ -74,11 +109,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         if not args.background:
-            serve_foreground(args.host, args.port, token, ready)
+            serve_foreground(args.host, args.port, token, ready, _options(args))
             return 0
         if not can_detach():
             args.command_parser.error("--background needs os.fork (POSIX): serve in the foreground")
-        url, pid = start_background(args.host, args.port, token)
+        url, pid = start_background(args.host, args.port, token, _options(args))
     except OSError as exc:  # cannot listen: the port is taken, the address is not ours...
         error(f"cannot serve on {args.host} port {args.port}: {exc.strerror or exc}")
         return 1
@@ -104,12 +139,14 @@ def _signals(handler: Callable[[int, Optional[FrameType]], None]) -> Iterator[No
             signal.signal(number, previous)
 
 
-def serve_foreground(host: str, port: int, token: str, ready: Ready) -> None:
-    """Serve until SIGINT or SIGTERM; ``ready(gateway)`` runs once it listens. An address it
-    cannot listen on raises OSError."""
+def serve_foreground(
+    host: str, port: int, token: str, ready: Ready, options: Optional[Dict[str, Any]] = None
+) -> None:
+    """Serve until SIGINT or SIGTERM; ``ready(gateway)`` runs once it listens. ``options`` are
+    more of FakeGateway's keywords. An address it cannot listen on raises OSError."""
     from gatewayclient.testing import FakeGateway
 
-    gateway = FakeGateway(host=host, port=port, token=token)
+    gateway = FakeGateway(host=host, port=port, token=token, **(options or {}))
     stop_requested: List[int] = []
 
     def started(gw: FakeGateway) -> None:
@@ -130,7 +167,9 @@ def can_detach() -> bool:
     return hasattr(os, "fork") and hasattr(os, "setsid")
 
 
-def start_background(host: str, port: int, token: str) -> Tuple[str, int]:
+def start_background(
+    host: str, port: int, token: str, options: Optional[Dict[str, Any]] = None
+) -> Tuple[str, int]:
     """Start the gateway in a detached process (a session of its own, standard streams on
     /dev/null) and return its URL and PID once it listens. Stop it with SIGTERM (or SIGINT).
     An address it cannot listen on raises OSError, and no process is left behind."""
@@ -140,7 +179,7 @@ def start_background(host: str, port: int, token: str) -> Tuple[str, int]:
         os.close(read_end)
         status = 1
         try:
-            status = _serve_detached(host, port, token, write_end)
+            status = _serve_detached(host, port, token, write_end, options)
         finally:
             os._exit(status)
     os.close(write_end)
@@ -164,7 +203,9 @@ def stop_background(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _serve_detached(host: str, port: int, token: str, report_fd: int) -> int:
+def _serve_detached(
+    host: str, port: int, token: str, report_fd: int, options: Optional[Dict[str, Any]]
+) -> int:
     """The background process: detach, serve, and report readiness (or failure) on
     ``report_fd``. Its standard streams go to /dev/null, so that a shell's ``$(...)`` reading
     the command's output does not wait for the server."""
@@ -182,7 +223,7 @@ def _serve_detached(host: str, port: int, token: str, report_fd: int) -> int:
             os.close(report_fd)
 
     try:
-        serve_foreground(host, port, token, lambda gw: report(f"listening {gw.url}"))
+        serve_foreground(host, port, token, lambda gw: report(f"listening {gw.url}"), options)
     except OSError as exc:
         report(f"failed {exc.strerror or exc}")
         return 1

@@ -34,10 +34,15 @@ def drive(awaitable: Awaitable[Any]) -> bool:
 def close_socket(transport: Any) -> None:
     """Close the socket under a transport of a closed loop. Such a transport cannot close itself
     (it would schedule its own cleanup on that loop); its socket is closed directly and
-    forgotten, so that nothing warns about it later."""
+    forgotten, and the transport marked closing, so that nothing warns about it later (an
+    asyncio StreamWriter over it warns when collected unless its transport is closing)."""
     inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
     for candidate in (transport, inner):
         sock = getattr(candidate, "_sock", None)
         if candidate is not None and sock is not None:
             sock.close()
             candidate._sock = None
+    if transport is not None:  # a plain transport says it is closing by _closing, TLS by _closed
+        for flag in ("_closing", "_closed"):
+            if getattr(transport, flag, None) is False:
+                setattr(transport, flag, True)

@@ -7,7 +7,9 @@ or ``asyncio.sleep``) and in awaiting a Redis window; the decisions are made her
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 import time
 from typing import Any, Awaitable, Callable, Optional, Tuple, TypeVar
 
@@ -36,6 +38,7 @@ __all__ = [
 
 T = TypeVar("T")
 logger = logging.getLogger("gatewayclient")
+_REDIS_WINDOW = "gatewayclient._budget_redis"
 
 
 def window(limit: RateLimit) -> Any:
@@ -55,7 +58,7 @@ def window(limit: RateLimit) -> Any:
 
 
 def _waited(limit: RateLimit, waited: float, wait: float) -> None:
-    refusal = limit.refusal(waited + wait)
+    refusal = limit.refusal(wait, waited)
     if refusal is not None:
         raise refusal
 
@@ -77,6 +80,11 @@ def take(limit: RateLimit, cost: int) -> Ticket:
 
 async def atake(limit: RateLimit, cost: int) -> Ticket:
     """The awaitable twin of ``take``: a cancelled task stops waiting and holds no ticket."""
+    if limit.storage is not None and _REDIS_WINDOW not in sys.modules:
+        # Importing redis takes ~0.1 s, once: done in a thread, not in the loop's, where it
+        # would hold up every task of the loop.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, importlib.import_module, _REDIS_WINDOW)
     source = window(limit)
     local = isinstance(source, LocalWindow)
     waited = 0.0

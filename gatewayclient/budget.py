@@ -12,6 +12,7 @@ most ``tokens`` tokens (as settled). Nothing here is imported by a client withou
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import threading
 import time
@@ -125,6 +126,12 @@ def _storage(url: object) -> Optional[str]:
             "RateLimit storage must be None or a redis://, rediss:// or unix:// URL, got "
             + (repr(_shown(url)) if isinstance(url, str) else type(url).__name__)
         )
+    missing = [name for name in ("redis", "limits") if importlib.util.find_spec(name) is None]
+    if missing:  # found, not imported: constructing a RateLimit connects to (and loads) nothing
+        raise GatewayConfigError(
+            f"RateLimit storage needs the {' and '.join(missing)} package"
+            f"{'s' if len(missing) > 1 else ''}: pip install 'gatewayclient[redis]'"
+        )
     return url
 
 
@@ -194,10 +201,11 @@ class RateLimit:
                 f"{self.tokens} tokens per {self.per:g} s: it could never be sent"
             )
 
-    def refusal(self, wait: float) -> Optional[GatewayRateLimitError]:
-        """The error for a call that would have to wait ``wait`` seconds, if more than
-        ``max_wait``; None when it may wait. Neither retried nor a reason to fall back."""
-        if self.max_wait is None or wait <= self.max_wait:
+    def refusal(self, wait: float, waited: float = 0.0) -> Optional[GatewayRateLimitError]:
+        """The error for a call that has waited ``waited`` seconds and would have to wait
+        ``wait`` more, if that makes more than ``max_wait``; None when it may wait. Its
+        ``retry_after`` is the wait still needed. Neither retried nor a reason to fall back."""
+        if self.max_wait is None or waited + wait <= self.max_wait:
             return None
         error = GatewayRateLimitError(
             f"the rate limit ({self._describe()}) has no room for {wait:.2f} s, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, List
 
 import pytest
+from redis_server import own_redis, redis_server, redis_session  # noqa: F401  (fixtures)
 from twin import Twin
 
 from gatewayclient import RetryPolicy

@@ -17,10 +17,11 @@ from ._catalog import (
 )
 from ._faults import Fault
 from ._gateway import FakeGateway
-from ._state import RecordedRequest
+from ._state import Arrival, RecordedRequest
 
 __all__ = [
     "MODELS",
+    "Arrival",
     "PROVIDERS",
     "CatalogModel",
     "FakeGateway",

@@ -253,3 +253,16 @@ def embeddings(model: CatalogModel, body: Dict[str, Any]) -> Dict[str, Any]:
         "model": model.id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def answer_tokens(body: Any, chat: bool) -> int:
+    """The ``total_tokens`` that the answer to a chat (or embeddings) ``body`` reports, as
+    the route would compute it; 0 for a body the route refuses. What a tokens-per-minute limit
+    counts: the answers are known before they are written."""
+    try:
+        require_model(body)
+        if chat:
+            return parse_chat(body).usage()["total_tokens"]
+        return sum(count_tokens(text) for text in _inputs(body.get("input")))
+    except ApiError:
+        return 0

@@ -29,7 +29,7 @@ from ._faults import (
     Fault,
 )
 from ._server import build_app
-from ._state import GatewayState, RateLimiter, RecordedRequest
+from ._state import Arrival, GatewayState, RateLimiter, RecordedRequest
 from ._wire import format_seconds
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
@@ -60,9 +60,13 @@ class FakeGateway:
     answers hold is computed by the functions of ``gatewayclient.testing`` (``expected_reply``,
     ``expected_usage``, ``expected_embedding``, ...).
 
-    ``rpm_limit`` caps requests per token in a fixed 60 s window (``window``) that opens with
-    the token's first request, measured by ``clock``; ``retry_after`` replaces the computed
-    wait in 429 answers (fractions allowed).
+    ``rpm_limit`` caps requests and ``tpm_limit`` tokens per token in a fixed 60 s window
+    (``window``) that opens with the token's first request, measured by ``clock``; a request
+    counts for the ``total_tokens`` that its answer's usage reports (known before it is written),
+    and one that would pass either limit is answered 429 (``Retry-After``, ``x-ratelimit-*``)
+    and counts for neither. ``retry_after`` replaces the computed wait in 429 answers
+    (fractions allowed). ``latency`` seconds are waited before each ``/v1`` answer. ``arrivals``
+    logs each request's arrival time, path, model, answered tokens and status.
 
     ``max_body_size`` (100 MiB) is the largest request body it accepts, enough for prompts that
     carry images as base64 data URLs (OpenAI takes up to 50 MB of images per request); a larger
@@ -79,6 +83,8 @@ class FakeGateway:
         port: int = 0,
         token: str = "test-token",
         rpm_limit: Optional[int] = None,
+        tpm_limit: Optional[int] = None,
+        latency: float = 0.0,
         retry_after: Optional[float] = None,
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -93,7 +99,8 @@ class FakeGateway:
         self._wanted_port = port
         self._port: Optional[int] = None
         self._token = token
-        self._state = GatewayState(token, rpm_limit, RateLimiter(window, clock, retry_after))
+        limiter = RateLimiter(window, clock, retry_after)
+        self._state = GatewayState(token, rpm_limit, limiter, tpm_limit, latency)
         self._runner: Optional[web.AppRunner] = None
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -246,8 +253,9 @@ class FakeGateway:
     # -- tokens, rate limit, recorded requests -------------------------------------------------
 
     def reset(self) -> None:
-        """Forget everything a test changed: faults, recorded requests, rate-limit windows, added
-        tokens, and ``rpm_limit`` back to the constructor's. For a gateway shared by tests."""
+        """Forget everything a test changed: faults, recorded requests and arrivals, rate-limit
+        windows, added tokens, and ``rpm_limit``, ``tpm_limit`` and ``latency`` back to the
+        constructor's. For a gateway shared by tests."""
         self._state.reset()
 
     def add_token(self, token: str, models: Optional[Iterable[str]] = None) -> None:
@@ -263,6 +271,24 @@ class FakeGateway:
     def rpm_limit(self, value: Optional[int]) -> None:
         self._state.rpm_limit = value
 
+    @property
+    def tpm_limit(self) -> Optional[int]:
+        """Tokens (as answered) per minute allowed per token (None: no limit); may be changed."""
+        return self._state.tpm_limit
+
+    @tpm_limit.setter
+    def tpm_limit(self, value: Optional[int]) -> None:
+        self._state.tpm_limit = value
+
+    @property
+    def latency(self) -> float:
+        """Seconds waited before each ``/v1`` answer (after the rate limit); may be changed."""
+        return self._state.latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self._state.latency = value
+
     def reset_rate_limit(self) -> None:
         """Forget every token's window: the next request opens a fresh one."""
         self._state.limiter.reset()
@@ -272,7 +298,14 @@ class FakeGateway:
         """A snapshot of the requests received so far, oldest first."""
         return self._state.requests()
 
+    @property
+    def arrivals(self) -> List[Arrival]:
+        """A snapshot of the arrival log (requests under ``/v1`` once answered), in the order
+        their answers were decided."""
+        return self._state.arrivals()
+
     def clear_requests(self) -> None:
+        """Forget the recorded requests and the arrival log."""
         self._state.clear_requests()
 
     # -- scripted faults -----------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The fake gateway's aiohttp application: recording, faults, auth and rate limit around the
 route handlers. Order per request: read its body (up to the size limit), record it if it is
-under ``/v1``, serve a scripted fault, check the bearer token, count it against the token's
-window, then answer. Every error answer, the router's included, is an OpenAI error envelope."""
+under ``/v1``, serve a scripted fault, check the bearer token, count it (and the tokens its
+answer will report) against the token's window, wait the fixed latency, then answer; its
+arrival is logged with the status answered. Every error answer, the router's included, is an
+OpenAI error envelope."""
 
 from __future__ import annotations
 
@@ -15,7 +17,14 @@ from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional
 from aiohttp import web
 
 from ._catalog import MODELS, MODELS_BY_ID, PROVIDERS, CatalogModel
-from ._chat import chat_completion, chat_events, embeddings, parse_chat, require_model
+from ._chat import (
+    answer_tokens,
+    chat_completion,
+    chat_events,
+    embeddings,
+    parse_chat,
+    require_model,
+)
 from ._faults import (
     BEFORE_HEADERS,
     CLOSING,
@@ -29,13 +38,14 @@ from ._faults import (
     send_partial_then_reset,
     send_stream,
 )
-from ._state import GatewayState, RecordedRequest, redact_headers
+from ._state import Arrival, GatewayState, RecordedRequest, redact_headers
 from ._wire import ApiError, format_seconds
 
 STATE = web.AppKey("gatewayclient.testing.state", GatewayState)
 MAX_BODY = web.AppKey("gatewayclient.testing.max_body_size", int)
 API_PREFIX = "/v1"
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 _UNPARSED = object()
 
 
@@ -49,6 +59,7 @@ def _request_key(name: str, kind: type) -> Any:
 _REQUEST_ID = _request_key("request_id", str)
 _BODY = _request_key("body", object)
 _EXTRA_HEADERS = _request_key("headers", dict)
+_TOKENS = _request_key("tokens", int)
 
 
 @dataclass(frozen=True)
@@ -119,8 +130,29 @@ def _is_api(path: str) -> bool:
 async def _record(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Give every request an id, record those under ``/v1``, and answer a body over the size
-    limit and the router's errors with an error envelope."""
+    """Give every request an id, record those under ``/v1`` (and log their arrival with the
+    status answered), and answer a body over the size limit and the router's errors with an
+    error envelope."""
+    arrived = time.monotonic()
+    status = 0
+    try:
+        response = await _answer(request, handler)
+        status = response.status
+        return response
+    finally:
+        if _is_api(request.path):
+            body = request.get(_BODY)
+            model = body.get("model") if isinstance(body, dict) else None
+            tokens = request.get(_TOKENS, 0) if 200 <= status < 300 else 0
+            arrival = Arrival(
+                arrived, request.path, model if isinstance(model, str) else None, tokens, status
+            )
+            request.app[STATE].arrive(arrival)
+
+
+async def _answer(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     request[_REQUEST_ID] = "req_" + uuid.uuid4().hex[:24]
     raw = await _read_body(request)
     request[_BODY] = body = _parse_body(raw or b"")
@@ -177,14 +209,21 @@ def _authenticate(request: web.Request, state: GatewayState) -> str:
 
 
 def _count_request(request: web.Request, state: GatewayState, token: str) -> None:
-    limit = state.rpm_limit
-    if limit is None:
+    """Count the request, and the tokens its answer will report, against the token's window."""
+    body = request[_BODY]
+    if request.path in (CHAT_PATH, EMBEDDINGS_PATH):
+        request[_TOKENS] = answer_tokens(body, request.path == CHAT_PATH)
+    limit, token_limit = state.rpm_limit, state.tpm_limit
+    if limit is None and token_limit is None:
         return
-    decision = state.limiter.check(token, limit)
+    decision = state.limiter.check(token, limit, token_limit, request.get(_TOKENS, 0))
     request[_EXTRA_HEADERS] = decision.headers()
     if not decision.allowed:
         headers = {"Retry-After": format_seconds(decision.reset_seconds)}
-        message = f"Rate limit reached: {limit} requests per minute for this token."
+        if limit is not None and decision.remaining <= 0:
+            message = f"Rate limit reached: {limit} requests per minute for this token."
+        else:
+            message = f"Rate limit reached: {token_limit} tokens per minute for this token."
         raise ApiError(429, message, code="rate_limit_exceeded", headers=headers)
 
 
@@ -204,6 +243,8 @@ def _route(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResp
         try:
             token = _authenticate(request, state)
             _count_request(request, state, token)
+            if state.latency > 0:
+                await asyncio.sleep(state.latency)
             if body is _UNPARSED:
                 raise ApiError(400, "We could not parse the JSON body of your request.")
             context = Context(body, state.token_models(token)[1], fault)
@@ -272,7 +313,7 @@ def build_app(state: GatewayState, max_body_size: int) -> web.Application:
     app.on_response_prepare.append(_add_headers)
     app.router.add_get("/health", _health)
     app.router.add_post(CHAT_PATH, _route(_chat))
-    app.router.add_post("/v1/embeddings", _route(_embeddings))
+    app.router.add_post(EMBEDDINGS_PATH, _route(_embeddings))
     app.router.add_get("/v1/models", _route(_list_models))
     app.router.add_get("/v1/models/{model_id:.+}", _route(_get_model))
     app.router.add_get("/v1/providers", _route(_list_providers))

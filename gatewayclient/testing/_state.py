@@ -1,5 +1,5 @@
 """The fake gateway's mutable state, shared by its server loop and the test thread: tokens,
-the request log and the requests-per-minute windows, each guarded by a lock."""
+the request and arrival logs and the rate-limit windows, each guarded by a lock."""
 
 from __future__ import annotations
 
@@ -47,25 +47,48 @@ def redact_headers(items: Any) -> Dict[str, str]:
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """One request under ``/v1`` as FakeGateway received it, for tests of rates: ``at`` is
+    ``time.monotonic()`` in the gateway's process when its handling began, ``tokens`` the
+    ``total_tokens`` of the usage its answer reported (0 for an error answer), ``status`` the
+    status answered (0 when no answer was written: the client went away)."""
+
+    at: float
+    path: str
+    model: Optional[str]
+    tokens: int
+    status: int
+
+
+@dataclass(frozen=True)
 class RateDecision:
     """The outcome of one request against its token's window, and the headers that say so."""
 
     allowed: bool
-    limit: int
+    limit: Optional[int]
     remaining: int
     reset_seconds: float
+    token_limit: Optional[int] = None
+    tokens_remaining: int = 0
 
     def headers(self) -> Dict[str, str]:
-        return {
-            "x-ratelimit-limit-requests": str(self.limit),
-            "x-ratelimit-remaining-requests": str(self.remaining),
-            "x-ratelimit-reset-requests": f"{format_seconds(self.reset_seconds)}s",
-        }
+        reset = f"{format_seconds(self.reset_seconds)}s"
+        headers: Dict[str, str] = {}
+        if self.limit is not None:
+            headers["x-ratelimit-limit-requests"] = str(self.limit)
+            headers["x-ratelimit-remaining-requests"] = str(self.remaining)
+            headers["x-ratelimit-reset-requests"] = reset
+        if self.token_limit is not None:
+            headers["x-ratelimit-limit-tokens"] = str(self.token_limit)
+            headers["x-ratelimit-remaining-tokens"] = str(self.tokens_remaining)
+            headers["x-ratelimit-reset-tokens"] = reset
+        return headers
 
 
 class RateLimiter:
-    """A fixed 60 s window per token that opens with the token's first request; rejected
-    requests do not count. ``retry_after`` replaces the computed wait (fractions allowed)."""
+    """A fixed window per token that opens with the token's first request and counts its
+    requests and their tokens; refused requests count for neither. ``retry_after`` replaces the
+    computed wait (fractions allowed)."""
 
     def __init__(
         self,
@@ -77,26 +100,35 @@ class RateLimiter:
         self.clock = clock
         self.retry_after = retry_after
         self._lock = threading.Lock()
-        self._windows: Dict[str, Tuple[float, int]] = {}
+        self._windows: Dict[str, Tuple[float, int, int]] = {}
 
     def reset(self) -> None:
         with self._lock:
             self._windows.clear()
 
-    def check(self, key: str, limit: int) -> RateDecision:
+    def check(
+        self, key: str, limit: Optional[int], token_limit: Optional[int] = None, tokens: int = 0
+    ) -> RateDecision:
+        """Count a request of ``tokens`` tokens if its window has room for it under ``limit``
+        requests and ``token_limit`` tokens (None: no such limit)."""
         with self._lock:
             now = self.clock()
-            start, count = self._windows.get(key, (now, 0))
+            start, count, used = self._windows.get(key, (now, 0, 0))
             if now - start >= self.window:
-                start, count = now, 0
-            allowed = count < limit
+                start, count, used = now, 0, 0
+            allowed = (limit is None or count < limit) and (
+                token_limit is None or used + tokens <= token_limit
+            )
             if allowed:
-                count += 1
-            self._windows[key] = (start, count)
+                count, used = count + 1, used + tokens
+            self._windows[key] = (start, count, used)
         wait = self.retry_after
         if wait is None:
             wait = max(1.0, float(math.ceil(start + self.window - now)))
-        return RateDecision(allowed, limit, limit - count, wait)
+        left = 0 if token_limit is None else max(0, token_limit - used)
+        return RateDecision(
+            allowed, limit, 0 if limit is None else limit - count, wait, token_limit, left
+        )
 
 
 class GatewayState:
@@ -107,23 +139,29 @@ class GatewayState:
         token: str,
         rpm_limit: Optional[int],
         limiter: RateLimiter,
+        tpm_limit: Optional[int] = None,
+        latency: float = 0.0,
     ) -> None:
         self.rpm_limit = rpm_limit
+        self.tpm_limit = tpm_limit
+        self.latency = latency
         self.limiter = limiter
         self.faults = FaultQueue()
         self._lock = threading.Lock()
-        self._initial = (token, rpm_limit)
+        self._initial = (token, rpm_limit, tpm_limit, latency)
         self._tokens: Dict[str, Optional[FrozenSet[str]]] = {token: None}
         self._requests: List[RecordedRequest] = []
+        self._arrivals: List[Arrival] = []
 
     def reset(self) -> None:
         """Back to the state the gateway was built with."""
-        token, self.rpm_limit = self._initial
+        token, self.rpm_limit, self.tpm_limit, self.latency = self._initial
         self.faults.clear()
         self.limiter.reset()
         with self._lock:
             self._tokens = {token: None}
             self._requests.clear()
+            self._arrivals.clear()
 
     def add_token(self, token: str, models: Optional[Any] = None) -> None:
         allowed = None if models is None else frozenset(models)
@@ -146,3 +184,12 @@ class GatewayState:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._arrivals.clear()
+
+    def arrive(self, arrival: Arrival) -> None:
+        with self._lock:
+            self._arrivals.append(arrival)
+
+    def arrivals(self) -> List[Arrival]:
+        with self._lock:
+            return list(self._arrivals)
