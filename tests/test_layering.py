@@ -80,6 +80,7 @@ RANKS = {
     "gateway_client": 6,
     "": 6,  # the package itself (__init__)
     "testing": 7,
+    "contrib": 7,  # integrations with frameworks (Django): above the clients, public names only
     "_demo": 8,
     "_cli_base": 8,  # names, argument types, text checks and output shared by the commands
     "_cli_serve": 9,  # the serve command (foreground and background)
@@ -108,6 +109,8 @@ MODULES = {
     for path in sorted(PACKAGE_DIR.rglob("*.py"))
     if "__pycache__" not in path.parts
 }
+CONTRIB = {name for name in MODULES if name.startswith(f"{PACKAGE}.contrib")}
+AIRFLOW_PROVIDER = f"{PACKAGE}.contrib.airflow"
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -219,6 +222,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
             ["requests", "urllib3"],
             lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
         ),
+        (["airflow"], lambda module: module.startswith(AIRFLOW_PROVIDER)),
         (
             ["aiohttp"],
             lambda module: (
@@ -232,6 +236,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
         "redis-and-limits-only-in-the-budget-window",
         "opentelemetry-only-in-telemetry",
         "requests-only-in-the-sync-client-and-its-transport",
+        "airflow-only-in-contrib-airflow",
         "aiohttp-only-in-the-async-client-its-transport-and-testing",
     ],
 )
@@ -284,7 +289,43 @@ CLIENT_IMPORTERS = {
     f"{PACKAGE}.gateway_client",
     f"{PACKAGE}.testing.plugin",
     *COMMAND_LINE,
+    *CONTRIB,  # through the package, lazily: test_contrib_uses_only_the_public_package
 }
+
+
+@pytest.mark.parametrize("module", sorted(CONTRIB))
+def test_contrib_uses_only_the_public_package(module: str) -> None:
+    """An integration sees what a user sees: the package's public names (a client only when
+    first used, so that a Django project using one kind never loads the other's library),
+    the errors, and its own modules."""
+    bad = []
+    for found in imports_of(module):
+        if not internal(found.target) or found.target in (PACKAGE, f"{PACKAGE}.errors"):
+            continue
+        if found.target.startswith(f"{PACKAGE}.contrib"):
+            continue
+        if found.via_package and not found.top_level:
+            continue
+        bad.append(where(module, found))
+    tree = ast.parse(MODULES[module].read_text("utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _resolve(module, node) == PACKAGE:
+            bad += [
+                f"{module}:{node.lineno} imports private name {alias.name}"
+                for alias in node.names
+                if alias.name not in gatewayclient.__all__
+            ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith(AIRFLOW_PROVIDER)))
+def test_the_airflow_provider_imports_airflow_only_through_its_sdk(module: str) -> None:
+    """Airflow 3's task SDK is the interface providers are to use (``airflow.sdk``), and only
+    the hook's module imports it at all."""
+    found = [f for f in imports_of(module) if library(f.target) == "airflow"]
+    assert [where(module, f) for f in found if f.target.split(".")[:2] != ["airflow", "sdk"]] == []
+    if module != f"{AIRFLOW_PROVIDER}.hook":
+        assert [where(module, f) for f in found] == []
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -305,8 +346,8 @@ def test_imports_point_down(module: str) -> None:
         if not internal(found.target) or found.target == f"{PACKAGE}.errors":
             continue
         target = rank_key(found.target)
-        if target == own and own == "testing":
-            continue  # the testing package's own modules
+        if target == own and own in ("testing", "contrib"):
+            continue  # the testing package's own modules, an integration's own modules
         if found.target == module or (module == PACKAGE and target == ""):
             continue
         if target not in RANKS or own not in RANKS or RANKS[target] >= RANKS[own]:
@@ -373,6 +414,34 @@ def test_async_client_leaves_requests_tenacity_and_dataclasses_json_out() -> Non
     assert out.strip() == "[]"
 
 
+def test_the_airflow_provider_loads_airflow_only_for_the_hook(tmp_path: Path) -> None:
+    """With an importable ``airflow`` (a stand-in: Airflow is not installed here), importing
+    the package, its clients, its command line and the provider's info loads none of it;
+    ``GatewayHook`` loads ``airflow.sdk`` and nothing else of it."""
+    sdk = tmp_path / "airflow" / "sdk"
+    sdk.mkdir(parents=True)
+    (tmp_path / "airflow" / "__init__.py").write_text("")
+    (sdk / "__init__.py").write_text("class BaseHook:\n    def __init__(self, **kwargs): pass\n")
+    out = _run(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import gatewayclient, gatewayclient.contrib, gatewayclient.testing, gatewayclient.cli
+        gatewayclient.SyncGatewayClient, gatewayclient.AsyncGatewayClient
+        import gatewayclient.contrib.airflow as provider
+        provider.get_provider_info()
+        loaded = lambda: sorted(name for name in sys.modules if name.split(".")[0] == "airflow")
+        print(loaded())
+        from gatewayclient.contrib.airflow import *
+        print(GatewayHook.__module__, GatewayHook.__mro__[1].__module__, loaded())
+        """
+    )
+    assert out.splitlines() == [
+        "[]",
+        "gatewayclient.contrib.airflow.hook airflow.sdk ['airflow', 'airflow.sdk']",
+    ]
+
+
 def test_gateway_client_alias_loads_only_the_async_client() -> None:
     out = _run(
         """
@@ -397,7 +466,10 @@ def test_dunder_all_is_sorted() -> None:
     sorted(
         name
         for name, path in MODULES.items()
-        if "__all__" in path.read_text("utf-8") and not name.endswith("__main__")
+        if "__all__" in path.read_text("utf-8")
+        and not name.endswith("__main__")
+        # They need Airflow: test_the_airflow_provider_loads_airflow_only_for_the_hook
+        and not name.startswith(AIRFLOW_PROVIDER)
     ),
 )
 def test_every_name_in_dunder_all_resolves(module: str) -> None:
