@@ -108,10 +108,7 @@ class _Instruments:
         """Whether the application has set a tracer or a meter provider."""
         if self._fast:
             tracing, metering = self._globals
-            return (
-                tracing._TRACER_PROVIDER is not None
-                or metering._METER_PROVIDER is not None
-            )
+            return tracing._TRACER_PROVIDER is not None or metering._METER_PROVIDER is not None
         return not isinstance(self.trace.get_tracer_provider(), self._unset_tracer) or (
             type(self._metrics.get_meter_provider()) is not self._unset_meter
         )
