@@ -4,9 +4,11 @@ or the browser goes away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, NamedTuple, Optional
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, NamedTuple, Optional, Set
 
 from django.http import StreamingHttpResponse
 
@@ -77,7 +79,34 @@ async def arelay_stream(stream: AsyncStream, *, format: str = "sse") -> Streamin
     except BaseException:
         await stream.aclose()
         raise
-    return _response(_arelay(stream, first, shape), shape)
+    return _response(_Closing(_arelay(stream, first, shape), stream), shape)
+
+
+class _Closing:
+    """The response's async pieces, with the ``close()`` that Django calls on the response when
+    it is done with it (from a thread): it closes the stream on the stream's own loop, at once,
+    whether or not the pieces were read to the end (a browser gone while a piece was being
+    sent leaves them unfinished)."""
+
+    def __init__(self, pieces: AsyncIterator[bytes], stream: AsyncStream) -> None:
+        self._pieces = pieces
+        self._stream = stream
+        self._loop = asyncio.get_running_loop()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pieces
+
+    def close(self) -> None:
+        with suppress(RuntimeError):  # the loop is closed: it closed its connections itself
+            self._loop.call_soon_threadsafe(self._close)
+
+    def _close(self) -> None:
+        task = self._loop.create_task(self._stream.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: Set[Any] = set()  # the tasks closing streams, held until done
 
 
 def _format(name: str) -> _Format:
