@@ -80,6 +80,7 @@ RANKS = {
     "gateway_client": 6,
     "": 6,  # the package itself (__init__)
     "testing": 7,
+    "contrib": 7,  # integrations with frameworks (Django): above the clients, public names only
     "_demo": 8,
     "_cli_base": 8,  # names, argument types, text checks and output shared by the commands
     "_cli_serve": 9,  # the serve command (foreground and background)
@@ -108,6 +109,7 @@ MODULES = {
     for path in sorted(PACKAGE_DIR.rglob("*.py"))
     if "__pycache__" not in path.parts
 }
+CONTRIB = {name for name in MODULES if name.startswith(f"{PACKAGE}.contrib")}
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -215,6 +217,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
         (["tenacity"], lambda module: module == f"{PACKAGE}.retry"),
         (["redis", "limits"], lambda module: module == f"{PACKAGE}._budget_redis"),
         (["opentelemetry"], lambda module: module == f"{PACKAGE}._telemetry"),
+        (["django", "asgiref"], lambda module: module.startswith(f"{PACKAGE}.contrib.django")),
         (
             ["requests", "urllib3"],
             lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
@@ -231,6 +234,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
         "tenacity-only-in-retry",
         "redis-and-limits-only-in-the-budget-window",
         "opentelemetry-only-in-telemetry",
+        "django-only-in-contrib-django",
         "requests-only-in-the-sync-client-and-its-transport",
         "aiohttp-only-in-the-async-client-its-transport-and-testing",
     ],
@@ -284,7 +288,33 @@ CLIENT_IMPORTERS = {
     f"{PACKAGE}.gateway_client",
     f"{PACKAGE}.testing.plugin",
     *COMMAND_LINE,
+    *CONTRIB,  # through the package, lazily: test_contrib_uses_only_the_public_package
 }
+
+
+@pytest.mark.parametrize("module", sorted(CONTRIB))
+def test_contrib_uses_only_the_public_package(module: str) -> None:
+    """An integration sees what a user sees: the package's public names (a client only when
+    first used, so that a Django project using one kind never loads the other's library),
+    the errors, and its own modules."""
+    bad = []
+    for found in imports_of(module):
+        if not internal(found.target) or found.target in (PACKAGE, f"{PACKAGE}.errors"):
+            continue
+        if found.target.startswith(f"{PACKAGE}.contrib"):
+            continue
+        if found.via_package and not found.top_level:
+            continue
+        bad.append(where(module, found))
+    tree = ast.parse(MODULES[module].read_text("utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _resolve(module, node) == PACKAGE:
+            bad += [
+                f"{module}:{node.lineno} imports private name {alias.name}"
+                for alias in node.names
+                if alias.name not in gatewayclient.__all__
+            ]
+    assert bad == []
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -305,8 +335,8 @@ def test_imports_point_down(module: str) -> None:
         if not internal(found.target) or found.target == f"{PACKAGE}.errors":
             continue
         target = rank_key(found.target)
-        if target == own and own == "testing":
-            continue  # the testing package's own modules
+        if target == own and own in ("testing", "contrib"):
+            continue  # the testing package's own modules, an integration's own modules
         if found.target == module or (module == PACKAGE and target == ""):
             continue
         if target not in RANKS or own not in RANKS or RANKS[target] >= RANKS[own]:
@@ -368,6 +398,33 @@ def test_async_client_leaves_requests_tenacity_and_dataclasses_json_out() -> Non
         stream = client.stream_chat_completion("openai/gpt-4o", [{"role": "user", "content": "x"}])
         heavy = ["requests", "tenacity", "dataclasses_json", "marshmallow"]
         print(sorted(name for name in heavy if name in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_no_import_of_the_package_or_its_clients_loads_django() -> None:
+    out = _run(
+        """
+        import sys
+        import gatewayclient, gatewayclient.contrib, gatewayclient.testing, gatewayclient.cli
+        gatewayclient.SyncGatewayClient, gatewayclient.AsyncGatewayClient
+        print(sorted(name for name in sys.modules if name.split(".")[0] == "django"))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_the_django_app_loads_no_client_library_until_a_client_is_asked_for() -> None:
+    out = _run(
+        """
+        import sys
+        import django
+        from django.conf import settings
+        settings.configure(INSTALLED_APPS=["gatewayclient.contrib.django"])
+        django.setup()
+        from gatewayclient.contrib.django import async_gateway, gateway
+        print(sorted(name for name in ("requests", "aiohttp") if name in sys.modules))
         """
     )
     assert out.strip() == "[]"
