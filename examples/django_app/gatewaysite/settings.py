@@ -29,6 +29,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    # The client logs each retry on "gatewayclient" at WARNING.
-    "loggers": {"gatewayclient": {"handlers": ["console"], "level": "WARNING"}},
+    "loggers": {
+        # The client logs each retry on "gatewayclient" at WARNING (a relayed stream that
+        # fails after its first chunk too).
+        "gatewayclient": {"handlers": ["console"], "level": "WARNING"},
+        "django.request": {"handlers": ["console"], "level": "ERROR"},  # a view that raised
+    },
 }
