@@ -6,12 +6,14 @@ import os
 import re
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
-from ._core import GatewayCore
-from .budget import RateLimit
+from . import _telemetry
+from ._core import GatewayCore, StreamCall
+from .budget import RateLimit, Ticket
 from .config import ClientConfig, RetryPolicy
 from .errors import GatewayConfigError
+from .models import ChatCompletion, CompletionUsage
 
-__all__ = ["ClientBase"]
+__all__ = ["ClientBase", "StreamBase"]
 
 C = TypeVar("C", bound="ClientBase")
 _UNCHANGED: Any = object()
@@ -96,6 +98,50 @@ class ClientBase:
     def __repr__(self) -> str:
         token = "'***'" if self._core.config.auth_token else "None"
         return f"{type(self).__name__}(base_url={self.base_url!r}, auth_token={token})"
+
+
+class StreamBase:
+    """What the two stream classes share beyond I/O: the call (and, after a fallback, the next
+    model's), its state, its rate-budget ticket, its request id and its span."""
+
+    _transport: Any  # the client's transport (for ``translate``)
+
+    def _setup_stream(self, transport: Any, call: StreamCall, limit: Optional[RateLimit]) -> None:
+        self._transport = transport
+        self._limit = limit
+        self._ticket: Optional[Ticket] = None
+        self._request_id: Optional[str] = None  # the answer's (x-request-id and kin)
+        self._observation: Optional[_telemetry.Observation] = None
+        self._use(call)
+        self._opened = False
+        self._closed = False  # no more reads: ended, failed or closed
+        self._stopped = False  # closed by the caller: whatever the reader meets, it ends quietly
+
+    def _use(self, call: StreamCall) -> None:
+        self._call = call
+        self._state = call.new_state()
+        self._translate = self._transport.translate(call.request)
+
+    def _observe(self) -> Optional[_telemetry.Observation]:
+        self._observation = _telemetry.observe(self._call, self._call.request.url)
+        return self._observation
+
+    def _ended(self, how: str, error: Optional[BaseException] = None) -> None:
+        """End the stream's span, if any: ``how`` it ended (done, closed, cancelled, failed)."""
+        observation, self._observation = self._observation, None
+        if observation is not None:
+            _telemetry.stream_ended(observation, how, self._state.completion(), error)
+
+    def completion(self) -> ChatCompletion:
+        """What has reached the caller as one ChatCompletion; after the end, the whole answer."""
+        answer = self._state.completion()
+        answer._request_id = self._request_id
+        return answer
+
+    @property
+    def usage(self) -> Optional[CompletionUsage]:
+        """The usage the gateway sent, once the stream has reached it; else None."""
+        return self._state.usage
 
 
 def tls_context(verify: Union[bool, str], source: str = "verify") -> Any:

@@ -84,6 +84,49 @@ class _Instruments:
         )
         self.client_kind = trace.SpanKind.CLIENT
         self.error_status = trace.Status(trace.StatusCode.ERROR)
+        self._metrics = metrics
+        # Until the application sets a provider there is nothing to record, and a call skips
+        # all of this. The API's getters cost two environment lookups a call (they may load a
+        # provider named by OTEL_PYTHON_*_PROVIDER); its globals, read directly, cost nothing.
+        # Where a variable names a provider, or the globals are not where this API version
+        # keeps them, the getters are asked instead.
+        import opentelemetry.metrics._internal as metrics_internal
+
+        self._globals = (trace, metrics_internal)
+        self._fast = all(
+            hasattr(module, name)
+            for module, name in zip(self._globals, ("_TRACER_PROVIDER", "_METER_PROVIDER"))
+        ) and not any(
+            name in os.environ
+            for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
+        )
+        self._unset_tracer = trace.ProxyTracerProvider
+        self._unset_meter = type(metrics.get_meter_provider())
+        self._servers: Dict[str, Dict[str, Any]] = {}
+
+    def configured(self) -> bool:
+        """Whether the application has set a tracer or a meter provider."""
+        if self._fast:
+            tracing, metering = self._globals
+            return tracing._TRACER_PROVIDER is not None or metering._METER_PROVIDER is not None
+        return not isinstance(self.trace.get_tracer_provider(), self._unset_tracer) or (
+            type(self._metrics.get_meter_provider()) is not self._unset_meter
+        )
+
+    def server(self, root: str) -> Dict[str, Any]:
+        """server.address and server.port of an API root (computed once per root)."""
+        found = self._servers.get(root)
+        if found is None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(root)
+            found = {
+                "server.address": parts.hostname or "",
+                "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            }
+            if len(self._servers) < 64:
+                self._servers[root] = found
+        return found
 
 
 _instruments: Any = None  # None: not looked for yet; False: opentelemetry is not installed
@@ -232,15 +275,9 @@ def observe(call: Any, root: str) -> Optional[Observation]:
     metrics; a discovery call (``list_models`` ...) a plain CLIENT span of that name. ``root``
     is the API root the request goes to (server.address and server.port)."""
     tools = _get()
-    if tools is None:
+    if tools is None or not tools.configured():
         return None
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(root)
-    server: Dict[str, Any] = {
-        "server.address": parts.hostname or "",
-        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-    }
+    server = tools.server(root)
     operation, model = call.operation, call.model
     if operation not in _GENAI:
         span = tools.tracer.start_span(operation, kind=tools.client_kind, attributes=server)

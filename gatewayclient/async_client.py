@@ -11,14 +11,13 @@ import aiohttp
 
 from . import _telemetry, _traffic, retry
 from ._async_transport import Transport, unread
-from ._base import ClientBase
+from ._base import ClientBase, StreamBase
 from ._core import END, NEED_DATA, Call, StreamCall
-from .budget import RateLimit, Ticket
+from .budget import RateLimit
 from .errors import GatewayClientError, GatewayConnectionError, request_id_from
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
-    CompletionUsage,
     EmbeddingResponse,
     ModelList,
     ProviderModels,
@@ -29,7 +28,7 @@ __all__ = ["AsyncGatewayClient", "AsyncStream"]
 _CANCELLED = (asyncio.CancelledError, GeneratorExit)
 
 
-class AsyncStream:
+class AsyncStream(StreamBase):
     """A chat stream: ``async for`` it; leaving early or cancelling releases the connection.
 
     ``aclose()`` may come from another task ("stop generating"): a read waiting in the
@@ -38,22 +37,9 @@ class AsyncStream:
     def __init__(
         self, transport: Transport, call: StreamCall, limit: Optional[RateLimit] = None
     ) -> None:
-        self._transport = transport
-        self._limit = limit
-        self._ticket: Optional[Ticket] = None
-        self._request_id: Optional[str] = None  # the answer's (x-request-id and kin)
-        self._observation: Optional[_telemetry.Observation] = None
-        self._use(call)
+        self._setup_stream(transport, call, limit)
         self._response: Optional[aiohttp.ClientResponse] = None
         self._cut: Optional[GatewayConnectionError] = None
-        self._opened = False
-        self._closed = False  # no more reads: ended, failed or closed
-        self._stopped = False  # aclose() was called: whatever the reader meets, it ends quietly
-
-    def _use(self, call: StreamCall) -> None:
-        self._call = call
-        self._state = call.new_state()
-        self._translate = self._transport.translate(call.request)
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -63,8 +49,7 @@ class AsyncStream:
             raise StopAsyncIteration
         try:
             if not self._opened:
-                observation = _telemetry.observe(self._call, self._call.request.url)
-                self._observation = observation
+                observation = self._observe()
                 if observation is None:
                     await self._open_models()
                 else:
@@ -102,11 +87,6 @@ class AsyncStream:
             await _traffic.arun_chain(self._call, self._open)
         else:
             await self._open(self._call)
-
-    def _ended(self, how: str, error: Optional[BaseException] = None) -> None:
-        observation, self._observation = self._observation, None
-        if observation is not None:
-            _telemetry.stream_ended(observation, how, self._state.completion(), error)
 
     async def _open(self, call: StreamCall) -> None:
         """Open the stream for ``call`` (a fallback model's, after the first), with retries."""
@@ -162,16 +142,6 @@ class AsyncStream:
         except BaseException:
             self._release()
             raise
-
-    def completion(self) -> ChatCompletion:
-        """What has reached the caller as one ChatCompletion; after the end, the whole answer."""
-        answer = self._state.completion()
-        answer._request_id = self._request_id
-        return answer
-
-    @property
-    def usage(self) -> Optional[CompletionUsage]:
-        return self._state.usage
 
     def _release(self) -> None:
         self._closed = True

@@ -8,15 +8,14 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import requests
 
 from . import _telemetry, _traffic, retry
-from ._base import ClientBase
+from ._base import ClientBase, StreamBase
 from ._core import END, NEED_DATA, Call, StreamCall
 from ._sync_transport import Transport, raw_chunks, shut
-from .budget import RateLimit, Ticket
+from .budget import RateLimit
 from .errors import GatewayClientError, GatewayConnectionError, request_id_from
 from .models import (
     ChatCompletion,
     ChatCompletionChunk,
-    CompletionUsage,
     EmbeddingResponse,
     ModelList,
     ProviderModels,
@@ -27,7 +26,7 @@ __all__ = ["SyncGatewayClient", "SyncStream"]
 _CANCELLED = (KeyboardInterrupt, GeneratorExit)
 
 
-class SyncStream:
+class SyncStream(StreamBase):
     """A chat stream: iterate it for chunks; leaving it early releases the connection.
 
     ``close()`` may come from another thread ("stop generating"): a read blocked in the
@@ -36,22 +35,9 @@ class SyncStream:
     def __init__(
         self, transport: Transport, call: StreamCall, limit: Optional[RateLimit] = None
     ) -> None:
-        self._transport = transport
-        self._limit = limit
-        self._ticket: Optional[Ticket] = None
-        self._request_id: Optional[str] = None  # the answer's (x-request-id and kin)
-        self._observation: Optional[_telemetry.Observation] = None
-        self._use(call)
+        self._setup_stream(transport, call, limit)
         self._response: Optional[requests.Response] = None
         self._chunks: Iterator[bytes] = iter(())
-        self._opened = False
-        self._closed = False  # no more reads: ended, failed or closed
-        self._stopped = False  # close() was called: whatever the reader meets, it ends quietly
-
-    def _use(self, call: StreamCall) -> None:
-        self._call = call
-        self._state = call.new_state()
-        self._translate = self._transport.translate(call.request)
 
     def __iter__(self) -> SyncStream:
         return self
@@ -61,8 +47,7 @@ class SyncStream:
             raise StopIteration
         try:
             if not self._opened:
-                observation = _telemetry.observe(self._call, self._call.request.url)
-                self._observation = observation
+                observation = self._observe()
                 if observation is None:
                     self._open_models()
                 else:
@@ -100,11 +85,6 @@ class SyncStream:
             _traffic.run_chain(self._call, self._open)
         else:
             self._open(self._call)
-
-    def _ended(self, how: str, error: Optional[BaseException] = None) -> None:
-        observation, self._observation = self._observation, None
-        if observation is not None:
-            _telemetry.stream_ended(observation, how, self._state.completion(), error)
 
     def _open(self, call: StreamCall) -> None:
         """Open the stream for ``call`` (a fallback model's, after the first), with retries."""
@@ -150,16 +130,6 @@ class SyncStream:
         except BaseException:
             self._release()
             raise
-
-    def completion(self) -> ChatCompletion:
-        """What has reached the caller as one ChatCompletion; after the end, the whole answer."""
-        answer = self._state.completion()
-        answer._request_id = self._request_id
-        return answer
-
-    @property
-    def usage(self) -> Optional[CompletionUsage]:
-        return self._state.usage
 
     def _release(self) -> None:
         self._closed = True

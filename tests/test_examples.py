@@ -415,32 +415,31 @@ def test_error_handling_reports_bad_input_before_sending_anything(
 
 @pytest.fixture(scope="module")
 def django_site() -> Iterator[Tuple[FakeGateway, Any]]:
-    """The example project set up in this process, its module-level client bound to a
-    FakeGateway; everything undone afterwards (env, sys.path, modules, URL caches)."""
-    import django
-    from django.test import Client
-    from django.urls import clear_url_caches
+    """The example project's settings in force in this process (over whatever Django setup
+    another test file made), its gateway found through PLATFORM_API_URL and AUTH_TOKEN as the
+    README says; everything undone afterwards (settings, env, sys.path, modules)."""
+    from django.test import Client, override_settings
+    from django_support import configure_django
 
     project = str(EXAMPLES / "django_app")
-    names = ("PLATFORM_API_URL", "AUTH_TOKEN", "DJANGO_SETTINGS_MODULE")
+    names = ("PLATFORM_API_URL", "AUTH_TOKEN")
     saved = {name: os.environ.get(name) for name in names}
+    configure_django()
     with FakeGateway() as gateway:
-        os.environ.update(
-            PLATFORM_API_URL=gateway.url,
-            AUTH_TOKEN=gateway.token,
-            DJANGO_SETTINGS_MODULE="gatewaysite.settings",
-        )
+        os.environ.update(PLATFORM_API_URL=gateway.url, AUTH_TOKEN=gateway.token)
         sys.path.insert(0, project)
         try:
-            django.setup()
-            yield gateway, Client
+            example = importlib.import_module("gatewaysite.settings")
+            values = {
+                name: getattr(example, name)
+                for name in dir(example)
+                if name.isupper() and name not in ("DATABASES", "LOGGING")  # set up once only
+            }
+            with override_settings(**values):  # leaving it closes the example's clients
+                yield gateway, Client
         finally:
-            views = sys.modules.get("gatewaysite.views")
-            if views is not None:
-                views.gateway.close()
             for name in [m for m in sys.modules if m.split(".")[0] == "gatewaysite"]:
                 del sys.modules[name]
-            clear_url_caches()
             sys.path.remove(project)
             for name, value in saved.items():
                 if value is None:
@@ -449,22 +448,23 @@ def django_site() -> Iterator[Tuple[FakeGateway, Any]]:
                     os.environ[name] = value
 
 
-def ask_django(client: Any, body: Any) -> Any:
+def ask_django(client: Any, body: Any, path: str = "/ask") -> Any:
     data = body if isinstance(body, str) else json.dumps(body)
-    return client.post("/ask", data=data, content_type="application/json")
+    return client.post(path, data=data, content_type="application/json")
 
 
-def django_usage(client: Any) -> Dict[str, int]:
+def django_usage(client: Any) -> Dict[str, Any]:
     response = client.get("/usage")
     assert response.status_code == 200
-    result: Dict[str, int] = response.json()
+    result: Dict[str, Any] = response.json()
+    assert result["pid"] == os.getpid()
     return result
 
 
 def test_django_view_answers_through_url_routing(django_site: Tuple[FakeGateway, Any]) -> None:
     _, client_class = django_site
     client = client_class()
-    before = django_usage(client)["requests"]
+    before = django_usage(client)["sync"]["requests"]
 
     response = ask_django(client, {"question": "Who are you?"})
 
@@ -475,17 +475,66 @@ def test_django_view_answers_through_url_routing(django_site: Tuple[FakeGateway,
         "model": "openai/gpt-4o-mini",
         "usage": expected_usage("openai/gpt-4o-mini", user("Who are you?"), 300),
     }
-    assert django_usage(client)["requests"] == before + 1
+    assert django_usage(client)["sync"]["requests"] == before + 1
     assert client.get("/ask").status_code == 405  # @require_POST, through the real resolver
     assert client.get("/nowhere").status_code == 404
+
+
+def test_django_async_view_answers_under_the_async_client(
+    django_site: Tuple[FakeGateway, Any],
+) -> None:
+    from django.test import AsyncClient
+
+    _, client_class = django_site
+    before = django_usage(client_class())["async"]["requests"]
+
+    async def ask(question: str) -> Any:
+        return await AsyncClient().post(
+            "/aask", data={"question": question}, content_type="application/json"
+        )
+
+    response = asyncio.run(ask("Async?"))
+    assert response.status_code == 200
+    assert response.json()["answer"] == expected_reply("openai/gpt-4o-mini", user("Async?"), 300)
+    assert asyncio.run(ask("")).json() == {"error": "'question' must be a non-empty string"}
+    assert django_usage(client_class())["async"]["requests"] == before + 1
+
+
+def sse_answer(body: bytes) -> str:
+    events = [e[len("data: ") :] for e in body.decode().split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    return "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+
+
+def test_django_stream_views_relay_the_answer(django_site: Tuple[FakeGateway, Any]) -> None:
+    from django.test import AsyncClient
+
+    _, client_class = django_site
+    expected = expected_reply("openai/gpt-4o-mini", user("Stream it"), 300)
+    response = client_class().get("/stream", {"question": "Stream it"})
+    assert response["Content-Type"] == "text/event-stream"
+    assert sse_answer(b"".join(response.streaming_content)) == expected
+    text = client_class().get("/stream", {"question": "Stream it", "format": "text"})
+    assert b"".join(text.streaming_content).decode() == expected
+
+    async def astream() -> bytes:
+        response = await AsyncClient().get("/astream", {"question": "Stream it"})
+        return b"".join([piece async for piece in response.streaming_content])
+
+    assert sse_answer(asyncio.run(astream())) == expected
+    assert client_class().get("/stream").json() == {
+        "error": "'question' must be a non-empty string"
+    }
 
 
 def test_django_view_shares_one_client_across_threads(
     django_site: Tuple[FakeGateway, Any],
 ) -> None:
+    from gatewayclient.contrib.django import gateway
+
     _, client_class = django_site
-    views = sys.modules["gatewaysite.views"]
-    before = django_usage(client_class())["requests"]
+    before = django_usage(client_class())["sync"]["requests"]
+    shared = gateway()
 
     def one_request(index: int) -> Optional[str]:
         response = ask_django(client_class(), {"question": f"question {index}"})
@@ -499,8 +548,8 @@ def test_django_view_shares_one_client_across_threads(
     assert answers == [
         expected_reply("openai/gpt-4o-mini", user(f"question {i}"), 300) for i in range(16)
     ]
-    assert django_usage(client_class())["requests"] == before + 16
-    assert views.gateway is sys.modules["gatewaysite.views"].gateway  # still the one client
+    assert django_usage(client_class())["sync"]["requests"] == before + 16
+    assert gateway() is shared  # still the one client
 
 
 def test_django_view_rejects_bad_input_and_maps_rate_limits(
@@ -521,6 +570,12 @@ def test_django_view_rejects_bad_input_and_maps_rate_limits(
     assert busy.status_code == 503
     assert busy["Retry-After"] == "1"
     assert len(gateway.requests) == 3
+
+
+def test_django_example_settings_pass_the_checks(django_site: Tuple[FakeGateway, Any]) -> None:
+    from django.core import checks
+
+    assert checks.run_checks(tags=["gatewayclient"]) == []
 
 
 # -- 7. airflow_dag/ (run by run_dag_test.sh in its own venv; here only parsed) -----------------

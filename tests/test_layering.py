@@ -80,7 +80,7 @@ RANKS = {
     "gateway_client": 6,
     "": 6,  # the package itself (__init__)
     "testing": 7,
-    "contrib": 7,  # integrations with frameworks (Django): above the clients, public names only
+    "contrib": 7,  # integrations with frameworks (Django, Airflow): above the clients, public names only
     "_demo": 8,
     "_cli_base": 8,  # names, argument types, text checks and output shared by the commands
     "_cli_serve": 9,  # the serve command (foreground and background)
@@ -218,6 +218,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
         (["tenacity"], lambda module: module == f"{PACKAGE}.retry"),
         (["redis", "limits"], lambda module: module == f"{PACKAGE}._budget_redis"),
         (["opentelemetry"], lambda module: module == f"{PACKAGE}._telemetry"),
+        (["django", "asgiref"], lambda module: module.startswith(f"{PACKAGE}.contrib.django")),
         (
             ["requests", "urllib3"],
             lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
@@ -235,6 +236,7 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
         "tenacity-only-in-retry",
         "redis-and-limits-only-in-the-budget-window",
         "opentelemetry-only-in-telemetry",
+        "django-only-in-contrib-django",
         "requests-only-in-the-sync-client-and-its-transport",
         "airflow-only-in-contrib-airflow",
         "aiohttp-only-in-the-async-client-its-transport-and-testing",
@@ -440,6 +442,33 @@ def test_the_airflow_provider_loads_airflow_only_for_the_hook(tmp_path: Path) ->
         "[]",
         "gatewayclient.contrib.airflow.hook airflow.sdk ['airflow', 'airflow.sdk']",
     ]
+
+
+def test_no_import_of_the_package_or_its_clients_loads_django() -> None:
+    out = _run(
+        """
+        import sys
+        import gatewayclient, gatewayclient.contrib, gatewayclient.testing, gatewayclient.cli
+        gatewayclient.SyncGatewayClient, gatewayclient.AsyncGatewayClient
+        print(sorted(name for name in sys.modules if name.split(".")[0] == "django"))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_the_django_app_loads_no_client_library_until_a_client_is_asked_for() -> None:
+    out = _run(
+        """
+        import sys
+        import django
+        from django.conf import settings
+        settings.configure(INSTALLED_APPS=["gatewayclient.contrib.django"])
+        django.setup()
+        from gatewayclient.contrib.django import async_gateway, gateway
+        print(sorted(name for name in ("requests", "aiohttp") if name in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
 
 
 def test_gateway_client_alias_loads_only_the_async_client() -> None:

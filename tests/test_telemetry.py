@@ -429,3 +429,43 @@ def test_the_client_never_sets_a_provider(gw: FakeGateway) -> None:
 def test_import_gatewayclient_imports_no_opentelemetry() -> None:
     out = _run("import sys, gatewayclient; print('opentelemetry' in sys.modules)")
     assert out == "False"
+
+
+def test_a_provider_set_after_the_first_call_is_used_from_then_on(gw: FakeGateway) -> None:
+    """Nothing is recorded while no provider is set (the no-op path costs next to nothing),
+    and a provider the application sets later is used from the next call."""
+    out = _run(
+        """
+        import sys
+        from gatewayclient import SyncGatewayClient
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        hello = [{"role": "user", "content": "hi"}]
+        with SyncGatewayClient(sys.argv[1], sys.argv[2]) as client:
+            client.chat_completion("openai/gpt-4o", hello)
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)
+            client.chat_completion("openai/gpt-4o", hello)
+        print([span.name for span in exporter.get_finished_spans()])
+        """,
+        gw.url,
+        TOKEN,
+    )
+    assert out == "['chat openai/gpt-4o']"
+
+
+def test_the_api_globals_read_on_every_call_are_where_the_client_looks() -> None:
+    """The no-op path reads the API's provider globals directly; if an API version moves them,
+    the client falls back to the API's getters (slower): this test says so first."""
+    import opentelemetry.metrics._internal as metrics_internal
+
+    from gatewayclient import _telemetry
+
+    assert hasattr(trace, "_TRACER_PROVIDER")
+    assert hasattr(metrics_internal, "_METER_PROVIDER")
+    tools = _telemetry._get()
+    assert tools is not None and tools._fast
