@@ -581,8 +581,8 @@ def test_django_example_settings_pass_the_checks(django_site: Tuple[FakeGateway,
 # -- 7. airflow_dag/ (run by run_dag_test.sh in its own venv; here only parsed) -----------------
 
 
-def test_airflow_dag_parses_and_uses_the_airflow_3_taskflow_api() -> None:
-    source = (EXAMPLES / "airflow_dag" / "gateway_dag.py").read_text()
+def test_airflow_dag_parses_and_uses_the_airflow_3_taskflow_api_and_the_hook() -> None:
+    source = (EXAMPLES / "airflow_dag" / "gateway_batch_dag.py").read_text()
     tree = ast.parse(source)
     imports = {
         (node.module, alias.name)
@@ -591,7 +591,9 @@ def test_airflow_dag_parses_and_uses_the_airflow_3_taskflow_api() -> None:
         for alias in node.names
     }
     assert {("airflow.sdk", "dag"), ("airflow.sdk", "task")} <= imports
-    assert ("gatewayclient", "SyncGatewayClient") in imports
+    assert ("gatewayclient.contrib.airflow", "GatewayHook") in imports
+    assert not [module for module, _ in imports if module and module.startswith("airflow.")
+                and module != "airflow.sdk"]  # fmt: skip
     decorators = {
         ast.unparse(d).split("(")[0]
         for node in ast.walk(tree)
@@ -599,6 +601,8 @@ def test_airflow_dag_parses_and_uses_the_airflow_3_taskflow_api() -> None:
         for d in node.decorator_list
     }
     assert {"dag", "task"} <= decorators
+    assert "answer_shard.expand(" in source  # dynamic task mapping: one task per shard
+    assert "batch_chat_completions(" in source and "checkpoint=" in source
     script = EXAMPLES / "airflow_dag" / "run_dag_test.sh"
     assert script.exists()
     assert subprocess.run(["bash", "-n", str(script)], timeout=TIMEOUT).returncode == 0

