@@ -80,7 +80,7 @@ RANKS = {
     "gateway_client": 6,
     "": 6,  # the package itself (__init__)
     "testing": 7,
-    "contrib": 7,  # integrations with frameworks (Django, Airflow): above the clients, public names only
+    "contrib": 7,  # framework integrations (Django, Airflow): above the clients, public names only
     "_demo": 8,
     "_cli_base": 8,  # names, argument types, text checks and output shared by the commands
     "_cli_serve": 9,  # the serve command (foreground and background)
