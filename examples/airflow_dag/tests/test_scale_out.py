@@ -155,16 +155,27 @@ def test_four_task_processes_share_the_budget_and_a_killed_one_resumes(
         )
     victim = shards[VICTIM]
     killed_at, at_kill, rerun = None, 0, None
+    started_with = None  # the victim's answers when all four had begun answering
     deadline = time.monotonic() + DEADLINE
-    while any(p.poll() is None for p in processes[1:]) and time.monotonic() < deadline:
+    running = [shard.process for shard in shards]
+    while any(p is not None and p.poll() is None for p in running):
         now = time.monotonic()
+        assert now < deadline, f"the shards' processes ran for more than {DEADLINE:g} s"
         counts = [shard.watch(now) for shard in shards]
-        if killed_at is None and counts[VICTIM] >= KILL_AT and min(counts) >= 3:
+        if started_with is None and min(counts) > 0:
+            started_with = counts[VICTIM]
+        # Killed once it has answered more since all four began: they overlapped, for sure.
+        if (
+            killed_at is None
+            and started_with is not None
+            and counts[VICTIM] >= max(KILL_AT, started_with + 2)
+        ):
             assert victim.process is not None
             os.killpg(victim.process.pid, signal.SIGKILL)  # mid-run: no chance to tidy up
             victim.process.wait(timeout=30)
             killed_at, at_kill = time.monotonic(), victim.watch(time.monotonic())
             rerun = start_task(processes, run_id, VICTIM, tmp_path / "rerun.log", env)
+            running.append(rerun)
         time.sleep(0.02)
     now = time.monotonic()
     for shard in shards:
@@ -188,14 +199,17 @@ def test_four_task_processes_share_the_budget_and_a_killed_one_resumes(
     )
 
     arrivals = seen["arrivals"]
-    assert [a["status"] for a in arrivals if a["status"] != 200] == []  # not one 429
+    statuses = collections.Counter(a["status"] for a in arrivals)
+    # Not one 429, nor any error: only answers, and (status 0) requests whose client was
+    # killed before the answer, at most the killed shard's concurrency.
+    assert set(statuses) <= {200, 0} and statuses[0] <= CONCURRENCY, statuses
     at, spent = [a["at"] for a in arrivals], [a["tokens"] for a in arrivals]
     assert most_in_any_window(at, spent, PER - TRANSIT) <= (REQUESTS, TOKENS)
     # Not timid: the first windows were (nearly) full, and there was demand throughout them.
     start = min(at)
     inside = [t for t in at if t < start + WINDOWS * PER]
     report(
-        f"{len(arrivals)} requests, statuses {sorted(set(a['status'] for a in arrivals))}; "
+        f"{len(arrivals)} requests, statuses {dict(statuses)}; "
         f"{len(inside)} in the first {WINDOWS} windows of {PER:g} s "
         f"({len(inside) / (REQUESTS * WINDOWS):.0%} of the budget of {REQUESTS})"
     )
