@@ -92,6 +92,7 @@ class Call:
     answer with a follow-up Call."""
 
     __slots__ = (
+        "answer_headers",
         "cost",
         "fallback",
         "model",
@@ -120,9 +121,12 @@ class Call:
         self.cost = 0  # the tokens a rate budget reserves for it
         self.next_models: Tuple[str, ...] = ()  # fallback models still to try
         self.retarget: Optional[Callable[[str], Call]] = None  # this call, for another model
+        # The head of the answer it parsed (its request id is read from it when wanted).
+        self.answer_headers: Optional[Mapping[str, str]] = None
 
     def handle(self, status: int, headers: Mapping[str, str], body: bytes) -> Any:
         if 200 <= status < 300:
+            self.answer_headers = headers
             try:
                 return self.parse(decode_json(body))
             except GatewayClientError as error:

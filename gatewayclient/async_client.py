@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from contextlib import suppress
 from functools import partial
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import aiohttp
 
-from . import _traffic, retry
+from . import _batch, _traffic, retry
 from ._async_transport import Transport, unread
 from ._base import ClientBase
+from ._batch import BatchResult
+from ._batch_tasks import run_tasks
 from ._core import END, NEED_DATA, Call, StreamCall
 from .budget import RateLimit, Ticket
 from .errors import GatewayClientError, GatewayConnectionError
@@ -242,6 +244,40 @@ class AsyncGatewayClient(ClientBase):
         """Create embeddings for a string or a list of strings (``POST /embeddings``)."""
         result: EmbeddingResponse = await self._run(self._core.embeddings(model, input, params))
         return result
+
+    async def batch_chat_completions(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        progress: bool = False,
+        checkpoint: Optional[_batch.PathLike] = None,
+    ) -> List[BatchResult[ChatCompletion]]:
+        """``chat_completion(**request)`` for each request, at most ``concurrency`` at once, with
+        the client's retries, fallbacks and rate budget; results in input order. Every request
+        is checked before any is sent. ``checkpoint``: a JSONL file of finished items (the
+        OpenAI Batch API's output format) that a later run resumes from."""
+        run = _batch.chat_run(self._core, requests, concurrency, progress, checkpoint)
+        results: Any = (await run_tasks(self, run, concurrency)).results
+        return results  # type: ignore[no-any-return]
+
+    async def batch_embeddings(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        batch_size: int = 256,
+        concurrency: int = 4,
+        progress: bool = False,
+        **params: Any,
+    ) -> List[List[float]]:
+        """The vectors of ``inputs`` in input order, requested ``batch_size`` inputs at a time,
+        at most ``concurrency`` requests at once; the first error is raised once the requests
+        in flight have ended. ``encoding_format="base64"`` is decoded to floats too."""
+        run, count = _batch.embeddings_run(
+            self._core, model, inputs, batch_size, concurrency, progress, params
+        )
+        return _batch.embeddings_vectors(await run_tasks(self, run, concurrency), count, batch_size)
 
     async def list_models(self) -> ModelList:
         """Every model the gateway offers (``GET /models``)."""

@@ -50,6 +50,7 @@ __all__ = [
     "parse_duration",
     "parse_retry_after",
     "redact_error",
+    "request_id_of",
 ]
 
 
@@ -386,6 +387,15 @@ def _lower_keys(headers: Optional[Mapping[str, str]]) -> dict[str, str]:
         if isinstance(value, str):
             lowered.setdefault(str(key).lower(), value)
     return lowered
+
+
+def request_id_of(
+    headers: Optional[Mapping[str, str]], *, secret: Optional[str] = None
+) -> Optional[str]:
+    """The request id a response's headers carry (``x-request-id`` and the similar headers
+    that errors read into ``request_id``), or None; ``secret`` is redacted from it."""
+    found: Optional[str] = _redact(_request_id(_lower_keys(headers)), secret)
+    return found
 
 
 def _request_id(lowered: Mapping[str, str]) -> Optional[str]:

@@ -74,16 +74,21 @@ RANKS = {
     "_base": 4,  # what the two clients share beyond the core
     "_sync_transport": 4,  # requests and urllib3: the session, the pool, their exceptions
     "_async_transport": 4,  # aiohttp: sessions per loop, bounded waits, its exceptions
-    "sync_client": 5,
-    "async_client": 5,
-    "gateway_client": 6,
-    "": 6,  # the package itself (__init__)
-    "testing": 7,
-    "_demo": 8,
-    "_cli_base": 8,  # names, argument types, text checks and output shared by the commands
-    "_cli_serve": 9,  # the serve command (foreground and background)
-    "cli": 10,
-    "__main__": 11,
+    "_halt": 0,  # stopping a sync batch's worker threads: their waits and blocked reads
+    "_progress": 0,  # a batch's progress bar: the only tqdm user
+    "_batch": 4,  # batches: checks, input order, the 401 stop, the checkpoint file
+    "_batch_threads": 5,  # the sync client's batch runner (threads)
+    "_batch_tasks": 5,  # the async client's batch runner (tasks)
+    "sync_client": 6,
+    "async_client": 6,
+    "gateway_client": 7,
+    "": 7,  # the package itself (__init__)
+    "testing": 8,
+    "_demo": 9,
+    "_cli_base": 9,  # names, argument types, text checks and output shared by the commands
+    "_cli_serve": 10,  # the serve command (foreground and background)
+    "cli": 11,
+    "__main__": 12,
 }
 
 
@@ -213,6 +218,8 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
     [
         (["tenacity"], lambda module: module == f"{PACKAGE}.retry"),
         (["redis", "limits"], lambda module: module == f"{PACKAGE}._budget_redis"),
+        (["tqdm"], lambda module: module == f"{PACKAGE}._progress"),
+        (["numpy"], lambda module: module == f"{PACKAGE}._batch"),
         (
             ["requests", "urllib3"],
             lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
@@ -228,6 +235,8 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
     ids=[
         "tenacity-only-in-retry",
         "redis-and-limits-only-in-the-budget-window",
+        "tqdm-only-in-the-progress-bar",
+        "numpy-only-in-the-batch-vectors",
         "requests-only-in-the-sync-client-and-its-transport",
         "aiohttp-only-in-the-async-client-its-transport-and-testing",
     ],
@@ -331,7 +340,8 @@ def test_import_gatewayclient_loads_no_http_library() -> None:
         """
         import sys
         import gatewayclient
-        heavy = ["requests", "urllib3", "aiohttp", "tenacity", "dataclasses_json", "marshmallow"]
+        heavy = ["requests", "urllib3", "aiohttp", "tenacity", "dataclasses_json", "marshmallow",
+                 "tqdm", "numpy"]
         print(sorted(name for name in heavy if name in sys.modules))
         """
     )
