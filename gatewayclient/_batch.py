@@ -479,11 +479,14 @@ _NUMPY: List[Any] = []  # [numpy or None], looked for once
 
 def _numpy() -> Any:
     if not _NUMPY:
+        found: Any = None
         try:
             import numpy
+
+            found = numpy
         except ImportError:
-            numpy = None
-        _NUMPY.append(numpy)
+            pass
+        _NUMPY.append(found)
     return _NUMPY[0]
 
 

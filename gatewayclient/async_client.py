@@ -204,6 +204,9 @@ class AsyncGatewayClient(ClientBase):
             )
         return result
 
+    async def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:
+        return await run_tasks(self, run, concurrency)
+
     async def _run(self, call: Call) -> Any:
         if not call.next_models:
             return await self._run_one(call)
@@ -258,7 +261,7 @@ class AsyncGatewayClient(ClientBase):
         is checked before any is sent. ``checkpoint``: a JSONL file of finished items (the
         OpenAI Batch API's output format) that a later run resumes from."""
         run = _batch.chat_run(self._core, requests, concurrency, progress, checkpoint)
-        results: Any = (await run_tasks(self, run, concurrency)).results
+        results: Any = (await self._run_batch(run, concurrency)).results
         return results  # type: ignore[no-any-return]
 
     async def batch_embeddings(
@@ -277,7 +280,7 @@ class AsyncGatewayClient(ClientBase):
         run, count = _batch.embeddings_run(
             self._core, model, inputs, batch_size, concurrency, progress, params
         )
-        return _batch.embeddings_vectors(await run_tasks(self, run, concurrency), count, batch_size)
+        return _batch.embeddings_vectors(await self._run_batch(run, concurrency), count, batch_size)
 
     async def list_models(self) -> ModelList:
         """Every model the gateway offers (``GET /models``)."""

@@ -190,6 +190,9 @@ class SyncGatewayClient(ClientBase):
             result = retry.run(result.policy, partial(self._attempt, result), result.request.label)
         return result
 
+    def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:
+        return run_threads(self, run, concurrency)
+
     def _run(self, call: Call) -> Any:
         if not call.next_models:
             return self._run_one(call)
@@ -244,7 +247,7 @@ class SyncGatewayClient(ClientBase):
         is checked before any is sent. ``checkpoint``: a JSONL file of finished items (the
         OpenAI Batch API's output format) that a later run resumes from."""
         run = _batch.chat_run(self._core, requests, concurrency, progress, checkpoint)
-        results: Any = (run_threads(self, run, concurrency)).results
+        results: Any = self._run_batch(run, concurrency).results
         return results  # type: ignore[no-any-return]
 
     def batch_embeddings(
@@ -263,7 +266,7 @@ class SyncGatewayClient(ClientBase):
         run, count = _batch.embeddings_run(
             self._core, model, inputs, batch_size, concurrency, progress, params
         )
-        return _batch.embeddings_vectors(run_threads(self, run, concurrency), count, batch_size)
+        return _batch.embeddings_vectors(self._run_batch(run, concurrency), count, batch_size)
 
     def list_models(self) -> ModelList:
         """Every model the gateway offers (``GET /models``)."""

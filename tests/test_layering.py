@@ -41,10 +41,12 @@ CLIENT_NAMES = {
 }
 # The command line layer: cli, __main__, the demo that cli runs and cli's helper modules.
 COMMAND_LINE = {
-    f"{PACKAGE}.{name}" for name in ("cli", "__main__", "_demo", "_cli_base", "_cli_serve")
+    f"{PACKAGE}.{name}"
+    for name in ("cli", "__main__", "_demo", "_cli_base", "_cli_serve", "_cli_batch")
 }
 PUBLIC_MODULES = {
     PACKAGE,
+    f"{PACKAGE}.batch",
     f"{PACKAGE}.errors",
     f"{PACKAGE}.gateway_client",
     f"{PACKAGE}.testing",
@@ -79,6 +81,7 @@ RANKS = {
     "_batch": 4,  # batches: checks, input order, the 401 stop, the checkpoint file
     "_batch_threads": 5,  # the sync client's batch runner (threads)
     "_batch_tasks": 5,  # the async client's batch runner (tasks)
+    "batch": 5,  # running a Batch API input file (public: the batch command's engine)
     "sync_client": 6,
     "async_client": 6,
     "gateway_client": 7,
@@ -87,6 +90,7 @@ RANKS = {
     "_demo": 9,
     "_cli_base": 9,  # names, argument types, text checks and output shared by the commands
     "_cli_serve": 10,  # the serve command (foreground and background)
+    "_cli_batch": 10,  # the batch command
     "cli": 11,
     "__main__": 12,
 }
