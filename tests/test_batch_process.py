@@ -40,8 +40,9 @@ CHILD = textwrap.dedent(
 
     def checked_out(client):
         session = client._transport._session
-        pools = [p for a in session.adapters.values() for p in a.poolmanager.pools._container.values()]
-        return sum(p.pool.maxsize - p.pool.qsize() for p in pools)
+        managers = [adapter.poolmanager for adapter in session.adapters.values()]
+        pools = [pool for manager in managers for pool in manager.pools._container.values()]
+        return sum(pool.pool.maxsize - pool.pool.qsize() for pool in pools)
 
     def run_sync():
         client = SyncGatewayClient(url, token)
@@ -55,7 +56,9 @@ CHILD = textwrap.dedent(
     async def run_async():
         client = AsyncGatewayClient(url, token)
         try:
-            await client.batch_chat_completions(items, concurrency=int(concurrency), checkpoint=path)
+            await client.batch_chat_completions(
+                items, concurrency=int(concurrency), checkpoint=path
+            )
         except asyncio.CancelledError:
             pool = await client._transport.pool()
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -159,7 +162,7 @@ def test_ctrl_c_stops_the_calls_in_flight_and_the_checkpoint_resumes(
         assert child.stdout is not None
         report = json.loads(child.stdout.readline() or "{}")
         took = time.monotonic() - interrupted
-        out, err = child.communicate(timeout=30)
+        _, err = child.communicate(timeout=30)
     finally:
         ended(child)
     assert report.get("checked_out") == 0, err  # the connections in flight were released
