@@ -16,7 +16,7 @@ import inspect
 import json
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, Iterator, Mapping, Optional, Set, Tuple, Union
 
 from ._batch import (
     BatchResult,
@@ -64,7 +64,11 @@ def run_file(
     check_concurrency(concurrency)
     core = client._core
     checkpoint = Checkpoint(output)
-    answered = {_digest(custom_id) for custom_id, line in checkpoint.lines() if stored_answer(line)}
+    # Each answered custom_id's digest, marked once the input names it: answered lines are
+    # kept out of the first pass's own set, so a resumed run holds one digest a line.
+    answered = {
+        _digest(custom_id): False for custom_id, line in checkpoint.lines() if stored_answer(line)
+    }
     total, stored = _check(core, input, answered)
     checkpoint.open()
     pending = (
@@ -93,21 +97,24 @@ def _digest(custom_id: str) -> bytes:
     return hashlib.blake2b(custom_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _check(core: Any, input: PathLike, answered: Set[bytes]) -> Tuple[int, int]:
+def _check(core: Any, input: PathLike, answered: Dict[bytes, bool]) -> Tuple[int, int]:
     """First pass: every line checked, its Call built and dropped; (lines, already answered)."""
     seen: Set[bytes] = set()
     total = stored = 0
     for number, custom_id, build, body in _lines(input):
         digest = _digest(custom_id)
-        if digest in seen:
+        if answered.get(digest, digest in seen):
             raise GatewayValidationError(f"line {number}: custom_id {custom_id!r} is repeated")
-        seen.add(digest)
+        if digest in answered:
+            answered[digest] = True
+            stored += 1
+        else:
+            seen.add(digest)
         try:
             build(core, body)
         except GatewayValidationError as exc:
             raise GatewayValidationError(f"line {number} ({custom_id!r}): {exc}") from exc
         total += 1
-        stored += digest in answered
     return total, stored
 
 
