@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Callable, List, Set
@@ -180,3 +181,26 @@ def test_ctrl_c_stops_the_calls_in_flight_and_the_checkpoint_resumes(
     assert all(r.ok for r in results)
     assert sorted(sent_items(gw)) == sorted(f"item {n}" for n in range(6, 12))
     assert sorted(answered_ids(path)) == sorted(f"id-{n}" for n in range(count))
+
+
+def test_ctrl_c_ends_a_wait_for_the_rate_budget(
+    kind: str, gw: FakeGateway, make: Callable[..., Twin]
+) -> None:
+    """Sync: workers waiting for room in the budget (a minute here) end at once on Ctrl-C."""
+    from gatewayclient import RateLimit
+
+    if kind != "sync":
+        pytest.skip("cancelling a task ends its waits by itself")
+    twin = make(rate_limit=RateLimit(requests=2))
+    before = threading.active_count()
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C, for real
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            twin.call("batch_chat_completions", requests_of(6), concurrency=3)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 3
+    assert threading.active_count() == before  # the workers ended
+    assert len(gw.requests) == 2
