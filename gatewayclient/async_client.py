@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import aiohttp
 
-from . import _batch, _traffic, retry
+from . import _batch, _traffic, _vectors, retry
 from ._async_transport import Transport, unread
 from ._base import ClientBase
 from ._batch import BatchResult
@@ -277,10 +277,12 @@ class AsyncGatewayClient(ClientBase):
         """The vectors of ``inputs`` in input order, requested ``batch_size`` inputs at a time,
         at most ``concurrency`` requests at once; the first error is raised once the requests
         in flight have ended. ``encoding_format="base64"`` is decoded to floats too."""
-        run, count = _batch.embeddings_run(
+        run, count = _vectors.embeddings_run(
             self._core, model, inputs, batch_size, concurrency, progress, params
         )
-        return _batch.embeddings_vectors(await self._run_batch(run, concurrency), count, batch_size)
+        return _vectors.embeddings_vectors(
+            await self._run_batch(run, concurrency), count, batch_size
+        )
 
     async def list_models(self) -> ModelList:
         """Every model the gateway offers (``GET /models``)."""

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import requests
 
-from . import _batch, _traffic, retry
+from . import _batch, _traffic, _vectors, retry
 from ._base import ClientBase
 from ._batch import BatchResult
 from ._batch_threads import run_threads
@@ -263,10 +263,11 @@ class SyncGatewayClient(ClientBase):
         """The vectors of ``inputs`` in input order, requested ``batch_size`` inputs at a time,
         at most ``concurrency`` requests at once; the first error is raised once the requests
         in flight have ended. ``encoding_format="base64"`` is decoded to floats too."""
-        run, count = _batch.embeddings_run(
+        run, count = _vectors.embeddings_run(
             self._core, model, inputs, batch_size, concurrency, progress, params
         )
-        return _batch.embeddings_vectors(self._run_batch(run, concurrency), count, batch_size)
+        ran = self._run_batch(run, concurrency)
+        return _vectors.embeddings_vectors(ran, count, batch_size)
 
     def list_models(self) -> ModelList:
         """Every model the gateway offers (``GET /models``)."""

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List
 import pytest
 from twin import Twin
 
-from gatewayclient import BatchResult, ChatCompletion, RateLimit, _batch
+from gatewayclient import BatchResult, ChatCompletion, RateLimit, _batch, _vectors
 from gatewayclient.errors import (
     GatewayAuthError,
     GatewayBadRequestError,
@@ -371,11 +371,11 @@ def test_base64_is_asked_for_and_decoded_to_floats(
     twin: Twin, gw: FakeGateway, monkeypatch: pytest.MonkeyPatch, numpy: bool
 ) -> None:
     if not numpy:
-        monkeypatch.setattr(_batch, "_NUMPY", [None])
+        monkeypatch.setattr(_vectors, "_NUMPY", [None])
     else:
         import numpy as np
 
-        monkeypatch.setattr(_batch, "_NUMPY", [np])
+        monkeypatch.setattr(_vectors, "_NUMPY", [np])
     vectors = twin.call(
         "batch_embeddings",
         EMBEDDING_MODEL,
