@@ -195,11 +195,10 @@ class AsyncGatewayClient(ClientBase):
         return await _traffic.aspend(limit, call.cost, partial(self._exchange, call))
 
     async def _run_one(self, call: Call) -> Any:
+        attempt = self._exchange if self._core.config.rate_limit is None else self._attempt
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a provider route's fallback
-            result = await retry.arun(
-                result.policy, partial(self._attempt, result), result.request.label
-            )
+            result = await retry.arun(result.policy, partial(attempt, result), result.request.label)
         return result
 
     async def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:
@@ -212,9 +211,11 @@ class AsyncGatewayClient(ClientBase):
 
     async def _run(self, call: Call) -> Any:
         observation = _telemetry.observe(call, self._core.config.api_root)
-        if observation is None:
-            return await self._run_models(call)
-        return await _telemetry.arun(observation, partial(self._run_models, call))
+        if observation is not None:
+            return await _telemetry.arun(observation, partial(self._run_models, call))
+        if call.next_models:
+            return await _traffic.arun_chain(call, self._run_one)
+        return await self._run_one(call)
 
     async def chat_completion(
         self,

@@ -182,9 +182,10 @@ class SyncGatewayClient(ClientBase):
         return _traffic.spend(limit, call.cost, partial(self._exchange, call))
 
     def _run_one(self, call: Call) -> Any:
+        attempt = self._exchange if self._core.config.rate_limit is None else self._attempt
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a provider route's fallback
-            result = retry.run(result.policy, partial(self._attempt, result), result.request.label)
+            result = retry.run(result.policy, partial(attempt, result), result.request.label)
         return result
 
     def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:
@@ -197,9 +198,11 @@ class SyncGatewayClient(ClientBase):
 
     def _run(self, call: Call) -> Any:
         observation = _telemetry.observe(call, self._core.config.api_root)
-        if observation is None:
-            return self._run_models(call)
-        return _telemetry.run(observation, partial(self._run_models, call))
+        if observation is not None:
+            return _telemetry.run(observation, partial(self._run_models, call))
+        if call.next_models:
+            return _traffic.run_chain(call, self._run_one)
+        return self._run_one(call)
 
     def chat_completion(
         self,
