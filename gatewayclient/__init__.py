@@ -7,6 +7,7 @@ async-only one never loads requests.
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._batch import BatchResult
 from ._usage import UsageTotals, UsageTracker
 from ._version import __version__
 from .budget import RateLimit
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncGatewayClient",
     "AsyncStream",
+    "BatchResult",
     "ChatCompletion",
     "ChatCompletionChunk",
     "CompletionUsage",

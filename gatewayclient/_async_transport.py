@@ -280,7 +280,15 @@ class Transport:
         return Translate(request, self.proxy, classify)
 
     async def send(self, request: Request) -> aiohttp.ClientResponse:
-        pool = await self.pool()
+        last = self._last  # the common case, without awaiting pool(): this loop's last pool
+        if (
+            last is not None
+            and last[0] is asyncio.get_running_loop()
+            and not last[1].session.closed
+        ):
+            pool = last[1]
+        else:
+            pool = await self.pool()
         if pool.parked:
             await asyncio.sleep(0)  # take in what has arrived for them: ends of bodies among it
             pool.reap()

@@ -19,6 +19,7 @@ import requests.adapters
 import urllib3
 import urllib3.exceptions
 
+from . import _halt
 from ._core import END_READS, Request
 from ._failures import (
     MAX_HEADERS,
@@ -148,13 +149,35 @@ def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float])
 
 class _Pool(urllib3.HTTPConnectionPool):
     """A pool whose wait for a free connection is bounded by the call's timeout, as aiohttp's
-    connector is (requests passes urllib3 no pool timeout, so it would wait forever)."""
+    connector is (requests passes urllib3 no pool timeout, so it would wait forever). A batch
+    worker's connections are lent to its halt while in use (``_halt``), so that stopping the
+    batch can wake a read blocked on one."""
 
     def urlopen(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("pool_timeout") is None:
             timeout = kwargs.get("timeout")
             kwargs["pool_timeout"] = getattr(timeout, "connect_timeout", None)
         return super().urlopen(*args, **kwargs)
+
+    def _get_conn(self, timeout: Optional[float] = None) -> Any:
+        connection = super()._get_conn(timeout)
+        halt = _halt.current()
+        if halt is not None:
+            halt.hold(connection, _shut_connection)
+        return connection
+
+    def _put_conn(self, conn: Any) -> None:
+        halt = _halt.current()
+        if halt is not None and conn is not None:
+            halt.release(conn)
+        super()._put_conn(conn)
+
+
+def _shut_connection(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _HTTPSPool(_Pool, urllib3.HTTPSConnectionPool):

@@ -338,29 +338,40 @@ def event(name: str, **attributes: Any) -> None:
 T = TypeVar("T")
 
 
-def run(observation: Observation, call: Callable[[], T]) -> T:
-    """``call()`` with ``observation``'s span current, recorded and ended with its outcome."""
+def _itself(result: Any) -> Any:
+    return result
+
+
+def run(
+    observation: Observation, call: Callable[[], T], answer_of: Callable[[T], Any] = _itself
+) -> T:
+    """``call()`` with ``observation``'s span current, recorded and ended with its outcome
+    (``answer_of`` finds the answer in what ``call`` returns)."""
     try:
         with observation.current():
-            answer = call()
+            result = call()
     except BaseException as error:
         observation.failed(error)
         observation.end()
         raise
-    observation.succeeded(answer)
+    observation.succeeded(answer_of(result))
     observation.end()
-    return answer
+    return result
 
 
-async def arun(observation: Observation, call: Callable[[], Awaitable[T]]) -> T:
+async def arun(
+    observation: Observation,
+    call: Callable[[], Awaitable[T]],
+    answer_of: Callable[[T], Any] = _itself,
+) -> T:
     """The awaitable twin of ``run``."""
     try:
         with observation.current():
-            answer = await call()
+            result = await call()
     except BaseException as error:
         observation.failed(error)
         observation.end()
         raise
-    observation.succeeded(answer)
+    observation.succeeded(answer_of(result))
     observation.end()
-    return answer
+    return result

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 from contextlib import suppress
 from functools import partial
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import aiohttp
 
-from . import _telemetry, _traffic, retry
+from . import _batch, _telemetry, _traffic, _vectors, retry
 from ._async_transport import Transport, unread
 from ._base import ClientBase, StreamBase
+from ._batch import BatchResult
+from ._batch_tasks import run_tasks
 from ._core import END, NEED_DATA, Call, StreamCall
 from .budget import RateLimit
 from .errors import GatewayClientError, GatewayConnectionError, request_id_from
@@ -193,12 +195,14 @@ class AsyncGatewayClient(ClientBase):
         return await _traffic.aspend(limit, call.cost, partial(self._exchange, call))
 
     async def _run_one(self, call: Call) -> Any:
+        attempt = self._exchange if self._core.config.rate_limit is None else self._attempt
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a provider route's fallback
-            result = await retry.arun(
-                result.policy, partial(self._attempt, result), result.request.label
-            )
+            result = await retry.arun(result.policy, partial(attempt, result), result.request.label)
         return result
+
+    async def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:
+        return await run_tasks(self, run, concurrency)
 
     async def _run_models(self, call: Call) -> Any:
         if not call.next_models:
@@ -207,9 +211,11 @@ class AsyncGatewayClient(ClientBase):
 
     async def _run(self, call: Call) -> Any:
         observation = _telemetry.observe(call, self._core.config.api_root)
-        if observation is None:
-            return await self._run_models(call)
-        return await _telemetry.arun(observation, partial(self._run_models, call))
+        if observation is not None:
+            return await _telemetry.arun(observation, partial(self._run_models, call))
+        if call.next_models:
+            return await _traffic.arun_chain(call, self._run_one)
+        return await self._run_one(call)
 
     async def chat_completion(
         self,
@@ -246,6 +252,42 @@ class AsyncGatewayClient(ClientBase):
         """Create embeddings for a string or a list of strings (``POST /embeddings``)."""
         result: EmbeddingResponse = await self._run(self._core.embeddings(model, input, params))
         return result
+
+    async def batch_chat_completions(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        progress: bool = False,
+        checkpoint: Optional[_batch.PathLike] = None,
+    ) -> List[BatchResult[ChatCompletion]]:
+        """``chat_completion(**request)`` for each request, at most ``concurrency`` at once, with
+        the client's retries, fallbacks and rate budget; results in input order. Every request
+        is checked before any is sent. ``checkpoint``: a JSONL file of finished items (the
+        OpenAI Batch API's output format) that a later run resumes from."""
+        run = _batch.chat_run(self._core, requests, concurrency, progress, checkpoint)
+        results: Any = (await self._run_batch(run, concurrency)).results
+        return results  # type: ignore[no-any-return]
+
+    async def batch_embeddings(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        batch_size: int = 256,
+        concurrency: int = 4,
+        progress: bool = False,
+        **params: Any,
+    ) -> List[List[float]]:
+        """The vectors of ``inputs`` in input order, requested ``batch_size`` inputs at a time,
+        at most ``concurrency`` requests at once; the first error is raised once the requests
+        in flight have ended. ``encoding_format="base64"`` is decoded to floats too."""
+        run, count = _vectors.embeddings_run(
+            self._core, model, inputs, batch_size, concurrency, progress, params
+        )
+        return _vectors.embeddings_vectors(
+            await self._run_batch(run, concurrency), count, batch_size
+        )
 
     async def list_models(self) -> ModelList:
         """Every model the gateway offers (``GET /models``)."""

@@ -1,4 +1,4 @@
-"""The ``gatewayclient`` command line: chat, embed, models, providers, serve and demo.
+"""The ``gatewayclient`` command line: chat, embed, models, providers, batch, serve and demo.
 
 Built on the public API only. An expected failure (any ``GatewayClientError``, output that
 cannot be written) prints one line on stderr and exits 1; usage errors exit 2: argparse's, an
@@ -38,6 +38,7 @@ from gatewayclient._cli_base import (
     timeout,
     write,
 )
+from gatewayclient._cli_batch import add_batch
 from gatewayclient._cli_serve import add_serve
 from gatewayclient.errors import (
     GatewayClientError,
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chat(commands, connection)
     _add_embed(commands, connection)
     _add_discovery(commands, connection)
+    add_batch(commands, connection, _client)
     add_serve(commands)
     _add_demo(commands)
     return parser
@@ -180,7 +182,7 @@ def _base_url(args: argparse.Namespace) -> Optional[str]:
     return url.strip() if url and url.strip() else None
 
 
-def _client(args: argparse.Namespace) -> SyncGatewayClient:
+def _client(args: argparse.Namespace, **options: Any) -> SyncGatewayClient:
     bad = check_environment(ENV_BASE_URL, ENV_AUTH_TOKEN)  # argv was checked already
     if bad is not None:
         raise GatewayConfigError(environment_message(bad))
@@ -188,7 +190,7 @@ def _client(args: argparse.Namespace) -> SyncGatewayClient:
     if base_url is None:
         raise GatewayConfigError(f"no gateway URL: pass --base-url URL or set {ENV_BASE_URL}")
     return SyncGatewayClient(
-        base_url, args.token, timeout=args.timeout, max_retries=args.max_retries
+        base_url, args.token, timeout=args.timeout, max_retries=args.max_retries, **options
     )
 
 

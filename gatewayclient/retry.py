@@ -13,7 +13,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, TypeVar
 
-from . import _telemetry
+from . import _halt, _telemetry
 from .config import RetryPolicy
 from .errors import GatewayClientError
 
@@ -100,7 +100,8 @@ def run(policy: RetryPolicy, attempt: Callable[[], T], what: str) -> T:
         first = error
     import tenacity
 
-    controller = tenacity.Retrying(**_controller_options(policy, what))
+    # A batch worker's backoff ends at once when its batch is halted (``_halt``).
+    controller = tenacity.Retrying(sleep=_halt.sleep, **_controller_options(policy, what))
     return controller(_replaying(first, attempt))
 
 

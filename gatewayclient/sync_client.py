@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import requests
 
-from . import _telemetry, _traffic, retry
+from . import _batch, _telemetry, _traffic, _vectors, retry
 from ._base import ClientBase, StreamBase
+from ._batch import BatchResult
+from ._batch_threads import run_threads
 from ._core import END, NEED_DATA, Call, StreamCall
 from ._sync_transport import Transport, raw_chunks, shut
 from .budget import RateLimit
@@ -180,10 +182,14 @@ class SyncGatewayClient(ClientBase):
         return _traffic.spend(limit, call.cost, partial(self._exchange, call))
 
     def _run_one(self, call: Call) -> Any:
+        attempt = self._exchange if self._core.config.rate_limit is None else self._attempt
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a provider route's fallback
-            result = retry.run(result.policy, partial(self._attempt, result), result.request.label)
+            result = retry.run(result.policy, partial(attempt, result), result.request.label)
         return result
+
+    def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:
+        return run_threads(self, run, concurrency)
 
     def _run_models(self, call: Call) -> Any:
         if not call.next_models:
@@ -192,9 +198,11 @@ class SyncGatewayClient(ClientBase):
 
     def _run(self, call: Call) -> Any:
         observation = _telemetry.observe(call, self._core.config.api_root)
-        if observation is None:
-            return self._run_models(call)
-        return _telemetry.run(observation, partial(self._run_models, call))
+        if observation is not None:
+            return _telemetry.run(observation, partial(self._run_models, call))
+        if call.next_models:
+            return _traffic.run_chain(call, self._run_one)
+        return self._run_one(call)
 
     def chat_completion(
         self,
@@ -231,6 +239,41 @@ class SyncGatewayClient(ClientBase):
         """Create embeddings for a string or a list of strings (``POST /embeddings``)."""
         result: EmbeddingResponse = self._run(self._core.embeddings(model, input, params))
         return result
+
+    def batch_chat_completions(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        progress: bool = False,
+        checkpoint: Optional[_batch.PathLike] = None,
+    ) -> List[BatchResult[ChatCompletion]]:
+        """``chat_completion(**request)`` for each request, at most ``concurrency`` at once, with
+        the client's retries, fallbacks and rate budget; results in input order. Every request
+        is checked before any is sent. ``checkpoint``: a JSONL file of finished items (the
+        OpenAI Batch API's output format) that a later run resumes from."""
+        run = _batch.chat_run(self._core, requests, concurrency, progress, checkpoint)
+        results: Any = self._run_batch(run, concurrency).results
+        return results  # type: ignore[no-any-return]
+
+    def batch_embeddings(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        batch_size: int = 256,
+        concurrency: int = 4,
+        progress: bool = False,
+        **params: Any,
+    ) -> List[List[float]]:
+        """The vectors of ``inputs`` in input order, requested ``batch_size`` inputs at a time,
+        at most ``concurrency`` requests at once; the first error is raised once the requests
+        in flight have ended. ``encoding_format="base64"`` is decoded to floats too."""
+        run, count = _vectors.embeddings_run(
+            self._core, model, inputs, batch_size, concurrency, progress, params
+        )
+        ran = self._run_batch(run, concurrency)
+        return _vectors.embeddings_vectors(ran, count, batch_size)
 
     def list_models(self) -> ModelList:
         """Every model the gateway offers (``GET /models``)."""

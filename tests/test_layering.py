@@ -41,10 +41,12 @@ CLIENT_NAMES = {
 }
 # The command line layer: cli, __main__, the demo that cli runs and cli's helper modules.
 COMMAND_LINE = {
-    f"{PACKAGE}.{name}" for name in ("cli", "__main__", "_demo", "_cli_base", "_cli_serve")
+    f"{PACKAGE}.{name}"
+    for name in ("cli", "__main__", "_demo", "_cli_base", "_cli_serve", "_cli_batch")
 }
 PUBLIC_MODULES = {
     PACKAGE,
+    f"{PACKAGE}.batch",
     f"{PACKAGE}.errors",
     f"{PACKAGE}.gateway_client",
     f"{PACKAGE}.testing",
@@ -75,17 +77,25 @@ RANKS = {
     "_base": 4,  # what the two clients share beyond the core
     "_sync_transport": 4,  # requests and urllib3: the session, the pool, their exceptions
     "_async_transport": 4,  # aiohttp: sessions per loop, bounded waits, its exceptions
-    "sync_client": 5,
-    "async_client": 5,
-    "gateway_client": 6,
-    "": 6,  # the package itself (__init__)
-    "testing": 7,
-    "contrib": 7,  # framework integrations (Django, Airflow): above the clients, public names only
-    "_demo": 8,
-    "_cli_base": 8,  # names, argument types, text checks and output shared by the commands
-    "_cli_serve": 9,  # the serve command (foreground and background)
-    "cli": 10,
-    "__main__": 11,
+    "_halt": 0,  # stopping a sync batch's worker threads: their waits and blocked reads
+    "_progress": 0,  # a batch's progress bar: the only tqdm user
+    "_batch": 4,  # batches: checks, input order, the 401 stop, the checkpoint file
+    "_vectors": 5,  # batch_embeddings: the split, the vectors in order, base64 decoded
+    "_batch_threads": 5,  # the sync client's batch runner (threads)
+    "_batch_tasks": 5,  # the async client's batch runner (tasks)
+    "batch": 5,  # running a Batch API input file (public: the batch command's engine)
+    "sync_client": 6,
+    "async_client": 6,
+    "gateway_client": 7,
+    "": 7,  # the package itself (__init__)
+    "testing": 8,
+    "contrib": 8,  # framework integrations (Django, Airflow): above the clients, public names only
+    "_demo": 9,
+    "_cli_base": 9,  # names, argument types, text checks and output shared by the commands
+    "_cli_serve": 10,  # the serve command (foreground and background)
+    "_cli_batch": 10,  # the batch command
+    "cli": 11,
+    "__main__": 12,
 }
 
 
@@ -219,6 +229,8 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
         (["redis", "limits"], lambda module: module == f"{PACKAGE}._budget_redis"),
         (["opentelemetry"], lambda module: module == f"{PACKAGE}._telemetry"),
         (["django", "asgiref"], lambda module: module.startswith(f"{PACKAGE}.contrib.django")),
+        (["tqdm"], lambda module: module == f"{PACKAGE}._progress"),
+        (["numpy"], lambda module: module == f"{PACKAGE}._vectors"),
         (
             ["requests", "urllib3"],
             lambda module: module in (f"{PACKAGE}.sync_client", f"{PACKAGE}._sync_transport"),
@@ -237,6 +249,8 @@ def test_sans_io_modules_import_no_io_library(name: str) -> None:
         "redis-and-limits-only-in-the-budget-window",
         "opentelemetry-only-in-telemetry",
         "django-only-in-contrib-django",
+        "tqdm-only-in-the-progress-bar",
+        "numpy-only-in-the-batch-vectors",
         "requests-only-in-the-sync-client-and-its-transport",
         "airflow-only-in-contrib-airflow",
         "aiohttp-only-in-the-async-client-its-transport-and-testing",
@@ -377,7 +391,8 @@ def test_import_gatewayclient_loads_no_http_library() -> None:
         """
         import sys
         import gatewayclient
-        heavy = ["requests", "urllib3", "aiohttp", "tenacity", "dataclasses_json", "marshmallow"]
+        heavy = ["requests", "urllib3", "aiohttp", "tenacity", "dataclasses_json", "marshmallow",
+                 "tqdm", "numpy"]
         print(sorted(name for name in heavy if name in sys.modules))
         """
     )

@@ -21,6 +21,8 @@ API_METHODS = [
     "list_models",
     "list_provider_models",
     "list_known_providers",
+    "batch_chat_completions",
+    "batch_embeddings",
 ]
 MESSAGES = [{"role": "user", "content": "Hello!"}]
 ERROR_NAMES = [

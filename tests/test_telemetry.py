@@ -469,3 +469,23 @@ def test_the_api_globals_read_on_every_call_are_where_the_client_looks() -> None
     assert hasattr(metrics_internal, "_METER_PROVIDER")
     tools = _telemetry._get()
     assert tools is not None and tools._fast
+
+
+def test_a_batch_makes_a_span_per_item_under_the_callers(
+    kind: str, gw: FakeGateway, spans: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("the-application")
+    items = [{"custom_id": f"i{n}", "model": MODEL, "messages": HELLO} for n in range(4)]
+    twin = Twin(kind, gw.url, TOKEN)
+    try:
+        with tracer.start_as_current_span("nightly job"):
+            results = twin.call("batch_chat_completions", items, concurrency=2)
+    finally:
+        twin.close()
+    assert all(result.ok for result in results)
+    job = next(span for span in finished(spans) if span.name == "nightly job")
+    calls = [span for span in finished(spans) if span.name == f"chat {MODEL}"]
+    assert len(calls) == 4
+    assert all(span.parent is not None for span in calls)
+    assert {span.parent.span_id for span in calls} == {job.context.span_id}
+    assert all(span.attributes["gen_ai.usage.output_tokens"] > 0 for span in calls)
