@@ -109,14 +109,20 @@ def _custom_id(request: Mapping[str, Any], position: int) -> str:
     return custom_id
 
 
+# Calls built to check the first items are kept and sent as built (a batch's first items go at
+# once); later ones are rebuilt when sent, so a long batch never holds its requests twice.
+KEPT_CALLS = 1024
+
+
 def check_chat_requests(
     core: GatewayCore, requests: Iterable[Mapping[str, Any]]
-) -> List[Tuple[str, Mapping[str, Any]]]:
-    """Each request with its custom_id, every one checked by building (and dropping) its Call;
-    a bad one or a repeated custom_id is a GatewayValidationError naming it."""
+) -> List[Tuple[str, Mapping[str, Any], Optional[Call]]]:
+    """Each request with its custom_id, every one checked by building its Call (kept for the
+    first ``KEPT_CALLS``); a bad one or a repeated custom_id is a GatewayValidationError
+    naming it."""
     if isinstance(requests, (str, bytes, Mapping)):
         raise GatewayValidationError("requests must be an iterable of mappings, one per call")
-    checked: List[Tuple[str, Mapping[str, Any]]] = []
+    checked: List[Tuple[str, Mapping[str, Any], Optional[Call]]] = []
     first: Dict[str, int] = {}
     for position, request in enumerate(requests):
         if not isinstance(request, Mapping):
@@ -132,12 +138,12 @@ def check_chat_requests(
             )
         first[custom_id] = position
         try:
-            chat_call(core, request)
+            call = chat_call(core, request)
         except GatewayValidationError as exc:
             raise GatewayValidationError(
                 f"requests[{position}] (custom_id {custom_id!r}): {exc}"
             ) from exc
-        checked.append((custom_id, request))
+        checked.append((custom_id, request, call if position < KEPT_CALLS else None))
     return checked
 
 
@@ -368,6 +374,10 @@ def _total_tokens(answer: Any) -> int:
     return total if type(total) is int else 0
 
 
+def _built(call: Call) -> Callable[[], Call]:
+    return lambda: call
+
+
 def chat_run(
     core: GatewayCore,
     requests: Iterable[Mapping[str, Any]],
@@ -382,7 +392,7 @@ def chat_run(
     file = None
     if checkpoint is not None:
         file = Checkpoint(checkpoint)
-        wanted = {custom_id for custom_id, _ in checked}
+        wanted = {custom_id for custom_id, _, _ in checked}
         for custom_id, line in file.lines():
             body = stored_answer(line) if custom_id in wanted else None
             if body is not None:
@@ -392,11 +402,11 @@ def chat_run(
         BatchResult(custom_id, ChatCompletion._from_json(stored[custom_id]))
         if custom_id in stored
         else None
-        for custom_id, _ in checked
+        for custom_id, _, _ in checked
     ]
     pending = (
-        Pending(index, custom_id, partial(chat_call, core, request))
-        for index, (custom_id, request) in enumerate(checked)
+        Pending(index, custom_id, _built(call) if call else partial(chat_call, core, request))
+        for index, (custom_id, request, call) in enumerate(checked)
         if custom_id not in stored
     )
     bar = Progress(len(checked), done=len(stored), enabled=bool(progress))
