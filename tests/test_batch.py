@@ -416,3 +416,23 @@ def test_bad_embeddings_batches_send_nothing(twin: Twin, gw: FakeGateway, case: 
     with pytest.raises(GatewayValidationError, match=message):
         twin.call("batch_embeddings", model, inputs, **options)
     assert gw.requests == []
+
+
+def test_the_first_items_are_sent_as_built_for_their_check_and_later_ones_rebuilt(
+    twin: Twin, gw: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: List[Any] = []
+    real = _batch.chat_call
+
+    def counting(core: Any, item: Any) -> Any:
+        built.append(item["custom_id"])
+        return real(core, item)
+
+    monkeypatch.setattr(_batch, "chat_call", counting)
+    monkeypatch.setattr(_batch, "KEPT_CALLS", 3)
+    results = twin.call("batch_chat_completions", requests_of(5), concurrency=2)
+    assert all(r.ok for r in results)
+    # Five checks; then only the two items past KEPT_CALLS are built again.
+    assert sorted(built) == sorted([f"id-{n}" for n in range(5)] + ["id-3", "id-4"])
+    keys = [r.headers["idempotency-key"] for r in gw.requests]
+    assert len(set(keys)) == 5  # every item its own request all the same
