@@ -222,7 +222,11 @@ class Transport:
         if session is None or self._pid != os.getpid():
             with self._lock:
                 if self._session is None or self._pid != os.getpid():
-                    # After a fork the parent's pooled sockets must not be shared: start afresh.
+                    # After a fork the parent's pooled sockets must not be shared: start afresh,
+                    # closing this process's copies of them (the parent keeps its own).
+                    inherited, self._session = self._session, None
+                    if inherited is not None:
+                        _close_pools(inherited)
                     self._session, self._pid = self._new_session(), os.getpid()
                 session = self._session
         return session
@@ -259,8 +263,10 @@ class Transport:
     def _reap(self) -> None:
         with self._lock:
             parked, self._parked = self._parked, []
-        if self._pid != os.getpid():
-            return  # a forked child: those connections are the parent's
+        if self._pid != os.getpid():  # a forked child: its copies of the parent's sockets
+            for response, _ in parked:
+                response.close()
+            return
         for response, chunks in parked:
             if finish_buffered(response, chunks, END_READS):
                 response.raw.release_conn()
@@ -292,19 +298,24 @@ class Transport:
         self._reap()
         with self._lock:
             session, self._session = self._session, None
-        if session is not None and self._pid == os.getpid():
-            # Session.close() only forgets urllib3's pools: their kept-alive sockets would stay
-            # open for as long as anything (a held error's traceback) references a pool.
-            for adapter in session.adapters.values():
-                if not isinstance(adapter, requests.adapters.HTTPAdapter):
-                    continue
-                managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
-                for manager in managers:
-                    for key in list(manager.pools.keys()):
-                        pool = manager.pools.get(key)
-                        if pool is not None:
-                            pool.close()
-            session.close()
+        if session is not None:
+            _close_pools(session)
+
+
+def _close_pools(session: requests.Session) -> None:
+    """Close a session's pooled connections. Session.close() only forgets urllib3's pools:
+    their kept-alive sockets would stay open for as long as anything (a held error's traceback)
+    references a pool. In a forked child these are the child's copies of the parent's sockets:
+    closing them (no shutdown, no TLS close_notify) leaves the parent's connections alone."""
+    for adapter in session.adapters.values():
+        if not isinstance(adapter, requests.adapters.HTTPAdapter):
+            continue
+        for manager in [adapter.poolmanager, *adapter.proxy_manager.values()]:
+            for key in list(manager.pools.keys()):
+                pool = manager.pools.get(key)
+                if pool is not None:
+                    pool.close()
+    session.close()
 
 
 class _NoCookies(http.cookiejar.CookiePolicy):

@@ -226,3 +226,45 @@ def test_a_sync_client_made_before_fork_works_in_the_child_and_the_parent(gw: Fa
         assert os.waitstatus_to_exitcode(status) == 0
         assert client.chat_completion("openai/gpt-4o", HELLO).choices  # the parent is undisturbed
         assert client.usage.total.requests == 2
+
+
+def test_a_forked_child_closes_its_copies_of_the_parents_sockets_and_not_the_parents() -> None:
+    """The child closes what it inherited (closing, never shutting down: that would end the
+    parent's connection too) with no warning, and the parent's kept-alive connection goes on
+    serving it."""
+    import gc
+    import os
+    import warnings
+    from typing import List
+
+    from aiohttp import web
+    from loopback import LoopbackServer
+
+    peers: List[Any] = []
+
+    async def models(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.json_response({"object": "list", "data": []})
+
+    with LoopbackServer([("GET", "/v1/models", models)]) as server:
+        with SyncGatewayClient(server.url, "sk-fork") as client:
+            client.list_models()  # a pooled connection exists
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", ResourceWarning)
+                        client.list_models()  # a connection of its own
+                        client.close()
+                        del client
+                        gc.collect()
+                    leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
+                    os._exit(3 if leaked else 0)
+                except BaseException:
+                    os._exit(1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            client.list_models()
+    assert len(peers) == 3
+    assert peers[2] == peers[0] and peers[1] != peers[0]  # the parent's connection survived
