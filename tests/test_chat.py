@@ -247,24 +247,24 @@ def test_a_forked_child_closes_its_copies_of_the_parents_sockets_and_not_the_par
         peers.append(request.transport.get_extra_info("peername"))
         return web.json_response({"object": "list", "data": []})
 
-    with LoopbackServer([("GET", "/v1/models", models)]) as server:
-        with SyncGatewayClient(server.url, "sk-fork") as client:
-            client.list_models()  # a pooled connection exists
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always", ResourceWarning)
-                        client.list_models()  # a connection of its own
-                        client.close()
-                        del client
-                        gc.collect()
-                    leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
-                    os._exit(3 if leaked else 0)
-                except BaseException:
-                    os._exit(1)
-            _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0
-            client.list_models()
+    routes = [("GET", "/v1/models", models)]
+    with LoopbackServer(routes) as server, SyncGatewayClient(server.url, "sk-fork") as client:
+        client.list_models()  # a pooled connection exists
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ResourceWarning)
+                    client.list_models()  # a connection of its own
+                    client.close()
+                    del client
+                    gc.collect()
+                leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
+                os._exit(3 if leaked else 0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        client.list_models()
     assert len(peers) == 3
     assert peers[2] == peers[0] and peers[1] != peers[0]  # the parent's connection survived
