@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -300,6 +301,8 @@ def test_a_stalled_redis_delays_no_call_past_the_bound(
 
 # -- event loops --------------------------------------------------------------------------------
 
+SLOW_STEP = re.compile(r"^Executing <.*> took \d+\.\d+ seconds\n", re.MULTILINE)
+
 LOOP_CASES = {
     "asyncio.run twice": """
         for _ in range(2):
@@ -346,7 +349,9 @@ def test_event_loops_with_a_redis_budget_leave_no_warning(
         [*command, gw.url, gw.token, redis_server.url], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
-    assert result.stderr == ""
+    # -X dev also notes every loop step slower than 0.1 s (an import on a loaded machine): that
+    # is timing, not a warning; anything else on stderr fails the test.
+    assert SLOW_STEP.sub("", result.stderr) == "", result.stderr
     with redis_server.client() as client:
         assert client.zcard("gatewayclient:{loops}:log") > 0  # Redis was used, not the fallback
 
