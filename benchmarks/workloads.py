@@ -19,6 +19,7 @@ import time
 from functools import partial
 from typing import Any, Awaitable, Callable, Dict, List
 
+import features
 import payloads
 
 CHAT_BODY = {"model": payloads.MODEL, "messages": payloads.MESSAGES}
@@ -26,6 +27,8 @@ STREAM_BODY = {**CHAT_BODY, "stream": True}
 EMBED_BODY = {"model": payloads.EMBEDDING_MODEL, "input": "text"}
 HEADERS = {"Authorization": "Bearer x"}
 SYNC_CLIENTS = ("requests", "gc-sync", "openai-sync")
+REDIS_URL = ""  # profile_case.py's redis-server (run.py passes its own in the spec)
+TRIP_CALLS = 100  # calls whose Redis round trips are counted (after the timed ones)
 ASYNC_CLIENTS = ("aiohttp", "gc-async", "openai-async")
 
 # -- counting connections: a client that reconnects per call pays for it in CPU --------------
@@ -83,10 +86,10 @@ def requests_calls(case: str, url: str, trust_env: bool = False) -> Callable[[],
     return {"chat": chat, "stream": stream, "embed": embed}[case]
 
 
-def gc_sync_calls(case: str, url: str) -> Callable[[], int]:
+def gc_sync_calls(case: str, url: str, **options: Any) -> Callable[[], int]:
     import gatewayclient
 
-    client = gatewayclient.SyncGatewayClient(base_url=url, auth_token="x")
+    client = gatewayclient.SyncGatewayClient(base_url=url, auth_token="x", **options)
 
     def chat() -> int:
         response = client.chat_completion(payloads.MODEL, payloads.MESSAGES)
@@ -181,10 +184,10 @@ def aiohttp_calls(case: str, url: str) -> AsyncCall:
     return {"chat": chat, "stream": stream, "embed": embed}[case]
 
 
-def gc_async_calls(case: str, url: str) -> AsyncCall:
+def gc_async_calls(case: str, url: str, **options: Any) -> AsyncCall:
     import gatewayclient
 
-    client = gatewayclient.AsyncGatewayClient(base_url=url, auth_token="x")
+    client = gatewayclient.AsyncGatewayClient(base_url=url, auth_token="x", **options)
     CLOSERS.append(client.aclose)
 
     async def chat() -> int:
@@ -261,9 +264,16 @@ def _expect(got: int, kind: str) -> None:
     _check(got == _units_per_call(kind), f"{kind} gave {got} units")
 
 
+def _build(builders: Dict[str, Any], spec: Dict[str, Any]) -> Any:
+    """The client's calls: its base builder, given its variant's options (see features.py)."""
+    base, _, variant = spec["client"].split("@", 1)[0].partition("+")
+    options = features.client_options(variant, spec)
+    return builders[base](spec["kind"], spec["url"], **options)
+
+
 def measure_sync(spec: Dict[str, Any]) -> Dict[str, Any]:
     kind, n = spec["kind"], spec["n"]
-    call = SYNC_BUILDERS[spec["client"]](kind, spec["url"])
+    call = _build(SYNC_BUILDERS, spec)
     for _ in range(spec["warmup"]):
         _expect(call(), kind)
     gc.collect()
@@ -272,12 +282,19 @@ def measure_sync(spec: Dict[str, Any]) -> Dict[str, Any]:
     for _ in range(n):
         _expect(call(), kind)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+    result = _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+    if features.uses_redis(spec):  # counted after the timing: counting costs CPU
+        with features.counting_round_trips() as sent:
+            for _ in range(TRIP_CALLS):
+                call()
+        result["trips"] = sent[0] / TRIP_CALLS
+    result["spans"] = features.exported_spans()
+    return result
 
 
 async def _measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
     kind, n, concurrency = spec["kind"], spec["n"], spec.get("concurrency", 1)
-    call = ASYNC_BUILDERS[spec["client"]](kind, spec["url"])
+    call = _build(ASYNC_BUILDERS, spec)
 
     async def lane(calls: int) -> None:
         for _ in range(calls):
@@ -293,8 +310,14 @@ async def _measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     await run(n)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    result = _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+    if features.uses_redis(spec):
+        with features.counting_round_trips() as sent:
+            await run(TRIP_CALLS)
+        result["trips"] = sent[0] / TRIP_CALLS
+    result["spans"] = features.exported_spans()
     await close_async()
-    return _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+    return result
 
 
 def measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -360,12 +383,14 @@ def measure_memory(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    features.prepare(spec["client"].split("@", 1)[0].partition("+")[2])
     if spec["kind"] == "memory":
         result = measure_memory(spec)
-    elif spec["client"] in SYNC_BUILDERS:
+    elif spec["client"].split("@", 1)[0].split("+", 1)[0] in SYNC_BUILDERS:
         result = measure_sync(spec)
     else:
         result = measure_async(spec)
+    result["package_dirs"] = features.package_dirs()
     print(json.dumps(result), flush=True)
 
 
