@@ -76,10 +76,12 @@ def _streams(name: str, raw: str, mine: str, n: int, quick_n: int) -> Case:
 
 def _budget(name: str, mine: str) -> Case:
     checks = (
-        Check("10.7/14.3", f"{mine}+local", "delta_us", "<=", 10.0),
-        Check("10.7/14.3", f"{mine}+local", "ratio", "report"),
-        Check("10.7/14.3", f"{mine}+redis", "delta_us", "report"),
-        Check("10.7/14.3", f"{mine}+redis", "wall_delta_us", "report"),
+        Check("10.7/14.3", f"{mine}+local", "paired_delta_us", "<=", 10.0),
+        Check("10.7/14.3", f"{mine}+local", "paired_ratio", "report"),
+        Check("10.7/14.3", f"{mine}+local", "delta_us", "report"),
+        Check("10.7/14.3", f"{mine}+redis", "paired_delta_us", "report"),
+        Check("10.7/14.3", f"{mine}+redis", "paired_wall_delta_us", "report"),
+        Check("10.7/14.3", f"{mine}+redis", "paired_ratio", "report"),
         Check("10.6", f"{mine}+redis", "trips", "<=", 2.0),
     )
     clients = (mine, f"{mine}+local", f"{mine}+redis")

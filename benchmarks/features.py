@@ -58,8 +58,12 @@ def client_options(variant: str, spec: Dict[str, Any]) -> Dict[str, Any]:
     return {}
 
 
+def variant_of(spec: Dict[str, Any]) -> str:
+    return str(spec["client"]).split("@", 1)[0].partition("+")[2]
+
+
 def uses_redis(spec: Dict[str, Any]) -> bool:
-    return "redis" in spec["client"].split("@")[0].split("+")[1:]
+    return variant_of(spec) == "redis"
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ Against ``drip_server.py`` (one event every ``interval`` per stream, ``chunks`` 
    clients have their defaults (no read timeout); ``+read-timeout`` gives them gatewayclient's
    default (60 s for the connect and for each wait for bytes), to show what that part costs;
 3. idle: ``gc.collect()``, then the resident set and the open file descriptors are counted;
-4. N streams started together, each counting its chunks. When the last one has its first chunk
+4. N streams started together, each counting its chunks (and holding the last one it read
+   until the next arrives, as a caller's loop variable does). When the last one has its first chunk
    ("all open"), the resident set is read again: (RSS then - idle RSS) / N is the memory per
    open stream. Client CPU per chunk is taken over the steady state, from "all open" until the
    first stream finishes (every one of the N streams open throughout);
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 from functools import partial
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import payloads
 
@@ -61,6 +62,8 @@ def raise_file_limit(streams: int) -> Dict[str, int]:
 class Tally:
     """What the N streams report as they go, and the samples taken at the two moments."""
 
+    on_all_open: Optional[Callable[[], None]] = None  # profile_case.py --memory: a snapshot
+
     def __init__(self, streams: int) -> None:
         self.streams = streams
         self.counts: List[int] = [0] * streams  # each written only by its own stream
@@ -86,6 +89,9 @@ class Tally:
             if self.opened == self.streams:
                 self.at_open = self.sample()
                 self.all_open.set()
+                hook = Tally.on_all_open  # from the class: a plain function
+                if hook is not None:
+                    hook()
 
     def end(self, index: int) -> None:
         self.times[index][1] = time.perf_counter()
@@ -116,7 +122,8 @@ def aiohttp_stream(url: str, streams: int, read_timeout: bool = False) -> Any:
             assert response.status == 200, response.status
             async for line in response.content:
                 if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
-                    json.loads(line[6:])["choices"][0]["delta"].get("content")
+                    chunk = json.loads(line[6:])  # kept until the next, as a for loop keeps it
+                    chunk["choices"][0]["delta"].get("content")
                     count += 1
                     tally.counts[index] = count
                     if count == 1:
@@ -188,7 +195,8 @@ def requests_stream(url: str, streams: int, read_timeout: bool = False) -> Any:
             assert response.status_code == 200, response.status_code
             for line in response.iter_lines():
                 if line.startswith(b"data: ") and line != b"data: [DONE]":
-                    json.loads(line[6:])["choices"][0]["delta"].get("content")
+                    chunk = json.loads(line[6:])  # kept until the next, as a for loop keeps it
+                    chunk["choices"][0]["delta"].get("content")
                     count += 1
                     tally.counts[index] = count
                     if count == 1:

@@ -10,6 +10,9 @@ time N units without the profiler, then profile N more. Prints the CPU per unit,
 package's share (own time, summed by the module's top-level package), and the top functions by
 own time. cProfile inflates calls to small functions; compare shares, not absolute values.
 
+Batch cases (``batch-*``, not ``vectors-base64``): a warm-up batch, one timed, one profiled
+(every thread, on its own CPU clock, as below).
+
 Many-streams cases (``streams-*``, N open streams, ``-n`` of them): one run unprofiled (its
 steady-state CPU per chunk), then one profiled from start to end (opening the streams
 included), every thread profiled (``threading.setprofile``) on its own CPU clock (slower to
@@ -164,6 +167,72 @@ def profile_streams(case: Case, client: str, url: str, n: int) -> Tuple[float, p
     return result["cpu_s"] / result["units"], profiles.stats()
 
 
+def memory_streams(case: Case, client: str, url: str, n: int, top: int) -> None:
+    """Python allocations alive when all N streams are open, less those after the warm-up:
+    bytes per open stream by the line that allocated them (tracemalloc)."""
+    import tracemalloc
+
+    chunks = case.options["chunks"]
+    spec = {"client": client, "n": n, "chunks": chunks, "url": url, "warmup": case.warmup,
+            "interval_ms": DRIP_INTERVAL_MS[False], "deadline_s": 600}  # fmt: skip
+    many_streams.raise_file_limit(n)
+    snapshots: List[tracemalloc.Snapshot] = []
+
+    def snap() -> None:
+        gc.collect()
+        snapshots.append(tracemalloc.take_snapshot())
+
+    many_streams.Tally.on_all_open = snap
+    tracemalloc.start(1)
+    try:
+        if client.startswith(("aiohttp", "gc-async")):
+            asyncio.run(many_streams.run_async(spec))
+        else:
+            many_streams.run_sync(spec)
+    finally:
+        tracemalloc.stop()
+        many_streams.Tally.on_all_open = None
+    # The first snapshot is the warm-up's, its own streams open: N - warm-up streams more.
+    warm, opened = snapshots[0], snapshots[-1]
+    stats = opened.compare_to(warm, "lineno")
+    total, more = sum(stat.size_diff for stat in stats), n - case.warmup
+    print(f"\n=== {client}: {total / more:,.0f} bytes per open stream traced (Python objects)")
+    packages: Dict[str, float] = defaultdict(float)
+    for stat in stats:
+        packages[_package(_where(stat.traceback[0].filename))] += stat.size_diff
+    print(
+        "  by package: "
+        + ", ".join(
+            f"{name} {size / more:,.0f} B"
+            for name, size in sorted(packages.items(), key=lambda item: -item[1])[:6]
+        )
+    )
+    print(f"  top {top} lines (bytes per stream, blocks per stream):")
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        print(f"    {stat.size_diff / more:9,.0f} B {stat.count_diff / more:7.2f} blocks  "
+              f"{_where(frame.filename)}:{frame.lineno}")  # fmt: skip
+
+
+def profile_batch(case: Case, client: str, url: str, n: int) -> Tuple[float, pstats.Stats]:
+    import bench_batch
+
+    kind = case.options["of"]
+    if client == "requests":
+        run = bench_batch.raw_sync(kind, url, n)
+    elif client == "aiohttp":
+        run = lambda: asyncio.run(bench_batch.raw_async(kind, url, n))  # noqa: E731
+    else:
+        run = bench_batch.gc_batch(kind, client, url, n, None)
+    run()  # warm-up
+    cpu = time.process_time()
+    run()
+    cpu = time.process_time() - cpu
+    with AllThreads() as profiles:
+        run()
+    return cpu / n, profiles.stats()
+
+
 def report(
     client: str, cpu: float, stats: pstats.Stats, units: int, top: int, package: str = ""
 ) -> None:
@@ -194,13 +263,15 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    kinds = ("chat", "stream", "embed", "streams")
-    parser.add_argument("case", choices=[case.name for case in CASES if case.kind in kinds])
+    kinds = ("chat", "stream", "embed", "streams", "batch")
+    names = [c.name for c in CASES if c.kind in kinds and c.options.get("of") != "vectors"]
+    parser.add_argument("case", choices=names)
     parser.add_argument("clients", nargs="+")
     parser.add_argument("-n", type=int, help="calls to profile (default: the case's N / 4)")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--package", default="gatewayclient", help="also list its functions")
+    parser.add_argument("--memory", action="store_true", help="streams-*: allocations per stream")
     args = parser.parse_args()
     case = next(case for case in CASES if case.name == args.case)
     worlds = {variant(c) for c in args.clients} & {"no-otel", "otel-sdk"}
@@ -222,8 +293,13 @@ def main() -> None:
             workloads.REDIS_URL = stack.enter_context(_local_servers.redis_server())
         print(f"{case.name}: {n} calls, {units} units; server {servers.kind}", file=sys.stderr)
         for client in args.clients:
+            if streams and args.memory:
+                memory_streams(case, client, url, n, args.top)
+                continue
             if streams:
                 cpu, stats = profile_streams(case, client, url, n)
+            elif case.kind == "batch":
+                cpu, stats = profile_batch(case, client, url, n)
             else:
                 cpu, stats = profile(case, client, url, n)
             report(client, cpu, stats, units, args.top, args.package)

@@ -34,6 +34,9 @@ METRICS: Dict[str, Callable[[Result, Result], Any]] = {
     "delta_us": lambda r, b: (_cpu(r) - _cpu(b)) * 1e6,
     "wall_delta_us": lambda r, b: (r["wall_s"] / r["units"] - b["wall_s"] / b["units"]) * 1e6,
     "rate_ratio": lambda r, b: _rate(r) / _rate(b),
+    "paired_ratio": lambda r, b: r["cpu_s"] / r["paired"]["cpu_s"],
+    "paired_delta_us": lambda r, b: (r["cpu_s"] - r["paired"]["cpu_s"]) / r["units"] * 1e6,
+    "paired_wall_delta_us": lambda r, b: (r["wall_s"] - r["paired"]["wall_s"]) / r["units"] * 1e6,
     "rss_ratio": lambda r, b: r["rss_per_stream_kb"] / b["rss_per_stream_kb"],
     "rss_kb": lambda r, b: r["rss_per_stream_kb"],
     "trips": lambda r, b: r["trips"],
@@ -49,6 +52,9 @@ LABELS = {
     "delta_us": "{client} CPU per {unit} minus {against}",
     "wall_delta_us": "{client} wall time per {unit} minus {against}",
     "rate_ratio": "{client} {unit}s per second / {against}",
+    "paired_ratio": "{client} CPU per {unit} / its twin without the variant, same process",
+    "paired_delta_us": "{client} CPU per {unit} minus its twin's, same process",
+    "paired_wall_delta_us": "{client} wall time per {unit} minus its twin's, same process",
     "rss_ratio": "{client} RSS per open stream / {against}",
     "rss_kb": "{client} RSS per open stream",
     "trips": "{client} Redis round trips per call",
@@ -58,7 +64,8 @@ LABELS = {
     "modules": "{client}: optional packages in sys.modules",
     "aiohttp_loaded": "{client}: aiohttp in sys.modules",
 }
-UNITS = {"delta_us": " µs", "wall_delta_us": " µs", "rss_kb": " KB", "trips": ""}
+UNITS = {"delta_us": " µs", "wall_delta_us": " µs", "rss_kb": " KB", "trips": "",
+         "paired_delta_us": " µs", "paired_wall_delta_us": " µs"}  # fmt: skip
 
 
 def summarize(case: Case, by_client: Dict[str, List[Result]]) -> Dict[str, Any]:

@@ -165,7 +165,7 @@ def measure_memory(client: str, ctx: Context) -> Dict[str, Any]:
         "warmup": 50 if ctx.quick else 1000,
         "url": ctx.servers.api_url,
     }
-    return run_process([sys.executable, str(HERE / "workloads.py"), json.dumps(spec)])
+    return run_process([sys.executable, str(HERE / "memory_workload.py"), json.dumps(spec)])
 
 
 def rotated(items: Sequence[str], shift: int) -> List[str]:
