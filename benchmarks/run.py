@@ -1,14 +1,18 @@
-"""The benchmark runner: gatewayclient against the raw transports and the openai SDK.
+"""The benchmark runner: gatewayclient against the raw transports, the openai SDK, and itself
+with each feature of the second part switched on.
 
-    python benchmarks/run.py             # the full run (about 8 minutes on 2 cores)
-    python benchmarks/run.py --quick     # the smoke: everything runs once, tiny N, < 60 s
+    python benchmarks/run.py                      # the full run (about 20 minutes on 2 cores)
+    python benchmarks/run.py --baseline df13821   # also the package as it was at that commit
+    python benchmarks/run.py --quick              # the smoke: every case once, tiny N
 
 It starts the local servers (``servers.py``: nginx when installed, else aiohttp; the stream
-always from aiohttp), then, round after round, runs every (case, client) measurement in a fresh
-process (``workloads.py``), clients interleaved and their order rotated each round. Each
-client's CPU per unit is divided by the raw transport's of the same round (raw requests for
-sync clients, raw aiohttp for async ones); the table gives the median and min-max over rounds
-of both. Prints the table, writes JSON to benchmarks/results/, stops the servers.
+always from aiohttp; the drip servers, the vectors server and a redis-server when a chosen case
+needs them), then, round after round, runs every (case, client) measurement in a fresh process
+(``workloads.py``, ``many_streams.py``, ``bench_batch.py``), clients interleaved and their order
+rotated each round. Every ratio is taken within a round against another client of the same
+round (the case's first, or the one its target names); the table gives the median and min-max
+over the rounds. The cases and their targets are in ``cases.py``; summaries and verdicts in
+``report.py``. Prints the table and the targets, writes JSON to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -27,15 +31,16 @@ import time
 from dataclasses import dataclass
 from importlib import metadata, util
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
+import report
+from cases import CASES, MEMORY_CLIENTS, OPTIONAL, Case, base_client, variant
 from servers import Servers
 
 HERE = Path(__file__).resolve().parent
-SYNC = ("requests", "gc-sync", "openai-sync")
-ASYNC = ("aiohttp", "gc-async", "openai-async")
 IMPORTS = {
     "requests": "import requests",
+    "gc": "import gatewayclient",
     "gc-sync": "import gatewayclient; gatewayclient.SyncGatewayClient",
     "openai-sync": "import openai; openai.OpenAI",
     "aiohttp": "import aiohttp",
@@ -48,92 +53,119 @@ cpu, wall = time.process_time(), time.perf_counter()
 {statement}
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 import json, sys
+import os
+dirs = sorted({{os.path.dirname(m.__file__) for n, m in list(sys.modules.items())
+               if n.split(".")[0] == "gatewayclient" and getattr(m, "__file__", None)}})
 print(json.dumps({{"cpu_s": cpu, "wall_s": wall, "units": 1, "calls": 1, "connections": 0,
-                  "aiohttp_loaded": "aiohttp" in sys.modules}}))
+                  "modules": [m for m in {optional!r} if m in sys.modules],
+                  "package_dirs": dirs}}))
 """
+DRIP_INTERVAL_MS = {False: 100.0, True: 50.0}  # full, quick
 
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    kind: str  # chat | stream | embed | import
-    clients: Tuple[str, ...]  # the first is the raw transport every ratio is taken against
-    n: int  # timed calls per measurement (imports: processes per round)
-    quick_n: int
-    warmup: int
-    unit: str
-    target: Optional[float] = None  # the issue's ceiling for gatewayclient's median ratio
-    concurrency: int = 1
+@dataclass
+class Context:
+    """What a measurement needs besides its case: the servers and where the baseline is."""
 
-    def calls(self, client: str, quick: bool) -> int:
-        n = self.quick_n if quick else self.n
-        if client.startswith("openai") and self.kind != "import":
-            return max(1, n // 5)  # the SDK costs several times more per unit: fewer calls
-        return n
-
-
-CASES = [
-    Case("chat-sync", "chat", (*SYNC, "requests-env"), 4000, 40, 200, "call", 1.15),
-    Case("chat-async64", "chat", ASYNC, 6400, 128, 256, "call", 1.3, concurrency=64),
-    Case("stream-sync", "stream", SYNC, 100, 2, 5, "chunk", 1.5),
-    Case("stream-async", "stream", ASYNC, 100, 2, 5, "chunk", 1.5),
-    Case("embed-sync", "embed", SYNC, 1500, 20, 100, "call", 1.2),
-    Case("embed-async64", "embed", ASYNC, 3200, 128, 256, "call", 1.2, concurrency=64),
-    Case("import-sync", "import", SYNC, 6, 2, 1, "import", 1.5),
-    Case("import-async", "import", ASYNC, 6, 2, 1, "import"),
-]
-MEMORY_CLIENTS = ("gc-sync", "gc-async")
-MEMORY_TARGET_MB = 2.0
+    servers: Servers
+    quick: bool
+    drip_url: str = ""
+    vectors_url: str = ""
+    redis_url: str = ""
+    baseline: str = ""  # a directory holding the baseline's gatewayclient/
 
 
 def run_process(argv: List[str], env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=HERE, env=env, timeout=600)
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=HERE, env=env, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} failed:\n{done.stderr[-3000:]}")
     result: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def measure(case: Case, client: str, servers: Servers, quick: bool) -> Dict[str, Any]:
-    if case.kind == "import":
-        return measure_import(client, case.calls(client, quick), quick)
-    spec = {
-        "kind": case.kind,
-        "client": client,
-        "n": case.calls(client, quick),
-        "warmup": case.warmup if not quick else min(case.warmup, 10 * case.concurrency),
-        "concurrency": case.concurrency,
-        "url": servers.stream_url if case.kind == "stream" else servers.api_url,
-    }
-    return run_process([sys.executable, str(HERE / "workloads.py"), json.dumps(spec)])
-
-
-def _import_env(quick: bool) -> Dict[str, str]:
+def _env(client: str, ctx: Context, imports: bool = False) -> Dict[str, str]:
     env = dict(os.environ)
-    if not quick:  # installed packages have their bytecode cached; measure that state
+    if imports and not ctx.quick:  # installed packages have their bytecode cached; measure that
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if client.endswith("@base"):
+        env["PYTHONPATH"] = ctx.baseline
     return env
 
 
-def measure_import(client: str, processes: int, quick: bool) -> Dict[str, Any]:
+def measure(case: Case, client: str, ctx: Context) -> Dict[str, Any]:
+    result = _measure(case, client, ctx)
+    if client.endswith("@base"):
+        strays = [d for d in result["package_dirs"] if not d.startswith(ctx.baseline)]
+        if strays or not result["package_dirs"]:
+            raise RuntimeError(f"{client} imported gatewayclient modules from {strays}")
+    return result
+
+
+def _measure(case: Case, client: str, ctx: Context) -> Dict[str, Any]:
+    n = case.calls(client, ctx.quick)
+    if case.kind == "import":
+        return measure_import(client, n, ctx)
+    if case.kind == "streams":
+        return measure_streams(case, client, n, ctx)
+    if case.kind == "batch":
+        return measure_batch(case, client, n, ctx)
+    spec = {
+        "kind": case.kind,
+        "client": client,
+        "n": n,
+        "warmup": case.warmup if not ctx.quick else min(case.warmup, 10 * case.concurrency),
+        "concurrency": case.concurrency,
+        "url": ctx.servers.stream_url if case.kind == "stream" else ctx.servers.api_url,
+        "redis_url": ctx.redis_url,
+    }
+    argv = [sys.executable, str(HERE / "workloads.py"), json.dumps(spec)]
+    return run_process(argv, _env(client, ctx))
+
+
+def measure_import(client: str, processes: int, ctx: Context) -> Dict[str, Any]:
     """The median of ``processes`` fresh interpreters, each timing one import statement."""
-    argv = [sys.executable, "-c", _IMPORT_CODE.format(statement=IMPORTS[client])]
-    env = _import_env(quick)
-    runs = [run_process(argv, env) for _ in range(processes)]
+    code = _IMPORT_CODE.format(statement=IMPORTS[base_client(client)], optional=OPTIONAL)
+    env = _env(client, ctx, imports=True)
+    runs = [run_process([sys.executable, "-c", code], env) for _ in range(processes)]
     result = {key: statistics.median(run[key] for run in runs) for key in ("cpu_s", "wall_s")}
-    loaded = any(run["aiohttp_loaded"] for run in runs)
-    return {**result, "units": 1, "calls": 1, "connections": 0, "aiohttp_loaded": loaded}
+    modules = sorted({module for run in runs for module in run["modules"]})
+    dirs = sorted({path for run in runs for path in run["package_dirs"]})
+    return {**result, "units": 1, "calls": 1, "connections": 0, "modules": modules,
+            "package_dirs": dirs}  # fmt: skip
 
 
-def measure_memory(client: str, servers: Servers, quick: bool) -> Dict[str, Any]:
+def measure_streams(case: Case, client: str, n: int, ctx: Context) -> Dict[str, Any]:
+    chunks = case.options["quick_chunks" if ctx.quick else "chunks"]
+    interval = DRIP_INTERVAL_MS[ctx.quick]
+    spec = {"client": client, "n": n, "chunks": chunks, "url": ctx.drip_url,
+            "warmup": case.warmup, "interval_ms": interval,
+            "deadline_s": 120 + 3 * chunks * interval / 1e3}  # fmt: skip
+    cpu, wall = ctx.servers.drip_cpu(), time.monotonic()
+    result = run_process([sys.executable, str(HERE / "many_streams.py"), json.dumps(spec)])
+    wall = time.monotonic() - wall
+    used = [after - before for before, after in zip(cpu, ctx.servers.drip_cpu())]
+    result["server_cpu_share"] = max(used) / wall  # the busiest drip server's share of a CPU
+    return result
+
+
+def measure_batch(case: Case, client: str, n: int, ctx: Context) -> Dict[str, Any]:
+    kind = case.options["of"]
+    spec = {"kind": kind, "client": base_client(client), "n": n, "url": ctx.servers.api_url}
+    if kind == "vectors":
+        spec.update(url=ctx.vectors_url, encoding=variant(client))
+    argv = [sys.executable, str(HERE / "bench_batch.py"), "--measure", json.dumps(spec)]
+    return {"calls": n, "connections": 0, **run_process(argv, _env(client, ctx))}
+
+
+def measure_memory(client: str, ctx: Context) -> Dict[str, Any]:
     spec = {
         "kind": "memory",
         "client": client,
-        "n": 300 if quick else 20_000,
-        "warmup": 50 if quick else 1000,
-        "url": servers.api_url,
+        "n": 300 if ctx.quick else 20_000,
+        "warmup": 50 if ctx.quick else 1000,
+        "url": ctx.servers.api_url,
     }
-    return run_process([sys.executable, str(HERE / "workloads.py"), json.dumps(spec)])
+    return run_process([sys.executable, str(HERE / "memory_workload.py"), json.dumps(spec)])
 
 
 def rotated(items: Sequence[str], shift: int) -> List[str]:
@@ -141,113 +173,43 @@ def rotated(items: Sequence[str], shift: int) -> List[str]:
     return [*items[shift:], *items[:shift]]
 
 
-def available(case: Case, with_openai: bool) -> Tuple[str, ...]:
-    return tuple(c for c in case.clients if with_openai or not c.startswith("openai"))
+def available(case: Case, with_openai: bool, ctx: Context) -> List[str]:
+    def measured(client: str) -> bool:
+        if client.startswith("openai"):
+            return with_openai
+        if client.endswith("@base"):
+            return bool(ctx.baseline)
+        return "+redis" not in client or bool(ctx.redis_url)
+
+    return [client for client in case.clients if measured(client)]
 
 
 def run_rounds(
-    cases: List[Case], servers: Servers, rounds: int, quick: bool, with_openai: bool
+    cases: List[Case], ctx: Context, rounds: int, with_openai: bool
 ) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
     samples: Dict[str, Dict[str, List[Dict[str, Any]]]] = {case.name: {} for case in cases}
     for index in range(rounds):
         for case in cases:
-            for client in rotated(available(case, with_openai), index):
-                result = measure(case, client, servers, quick)
+            for client in rotated(available(case, with_openai, ctx), index):
+                result = measure(case, client, ctx)
                 samples[case.name].setdefault(client, []).append(result)
                 per_unit = result["cpu_s"] / result["units"] * 1e6
-                print(
-                    f"round {index + 1}/{rounds}  {case.name:<13} {client:<13} "
-                    f"{per_unit:10.2f} µs/{case.unit}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"round {index + 1}/{rounds}  {case.name:<17} {client:<21} "
+                      f"{per_unit:10.2f} µs/{case.unit}", file=sys.stderr, flush=True)  # fmt: skip
     return samples
 
 
-def spread(values: List[float]) -> Dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=HERE).stdout.strip()
 
 
-def summarize(case: Case, by_client: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
-    raw = [r["cpu_s"] / r["units"] for r in by_client[case.clients[0]]]
-    out: Dict[str, Any] = {}
-    for client, results in by_client.items():
-        cpu = [r["cpu_s"] / r["units"] for r in results]
-        ratios = [mine / base for mine, base in zip(cpu, raw)]
-        out[client] = {
-            "cpu_per_unit_us": spread([c * 1e6 for c in cpu]),
-            "units_per_s": spread([r["units"] / r["wall_s"] for r in results]),
-            "ratio": spread(ratios),
-            "ratios": ratios,
-            "connections_per_call": spread([r["connections"] / r["calls"] for r in results]),
-            "aiohttp_loaded": any(r["aiohttp_loaded"] for r in results),
-            "rounds": results,
-        }
-    return out
-
-
-def verdicts(cases: List[Case], summary: Dict[str, Any], memory: Dict[str, Any]) -> List[dict]:
-    rows = []
-    for case in cases:
-        mine = "gc-sync" if "gc-sync" in case.clients else "gc-async"
-        if case.target is not None and mine in summary[case.name]:
-            ratio = summary[case.name][mine]["ratio"]["median"]
-            rows.append(
-                {"what": f"{case.name}: {mine} / {case.clients[0]}", "value": ratio,
-                 "target": f"<= {case.target}x", "pass": ratio <= case.target}
-            )  # fmt: skip
-    for case, client in (("import-sync", "gc-sync"), ("chat-sync", "gc-sync")):
-        if client in summary.get(case, {}):
-            loaded = summary[case][client]["aiohttp_loaded"]
-            rows.append(
-                {"what": f"{case}: aiohttp in sys.modules after {client}", "value": loaded,
-                 "target": "False", "pass": not loaded}
-            )  # fmt: skip
-    for client, result in memory.items():
-        if client.startswith("gc"):
-            worst = max(result["traced_mb"], result["rss_mb"])
-            rows.append(
-                {"what": f"memory: {client}, {result['calls']:,} calls (traced, RSS)",
-                 "value": f"{result['traced_mb']:.2f} MB, {result['rss_mb']:.2f} MB",
-                 "target": f"<= {MEMORY_TARGET_MB} MB", "pass": worst <= MEMORY_TARGET_MB}
-            )  # fmt: skip
-    return rows
-
-
-def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}" if value < 10 else f"{value:.1f}"
-
-
-def _range(s: Dict[str, float], scale: float = 1.0, ratio: bool = False) -> str:
-    if ratio:
-        return f"{s['median']:.2f}x [{s['min']:.2f}-{s['max']:.2f}]"
-    return f"{_fmt(s['median'] * scale)} [{_fmt(s['min'] * scale)}-{_fmt(s['max'] * scale)}]"
-
-
-def table(cases: List[Case], summary: Dict[str, Any]) -> str:
-    head = ("case", "client", "CPU per unit, median [min-max]", "units/s (wall)",
-            "ratio vs raw, median [min-max]", "new conns/call", "target")  # fmt: skip
-    lines = [head]
-    for case in cases:
-        for client in case.clients:
-            if client not in summary[case.name]:
-                continue
-            s = summary[case.name][client]
-            import_case = case.kind == "import"
-            unit = "ms/import" if import_case else f"µs/{case.unit}"
-            scale = 1e-3 if import_case else 1.0
-            is_target = case.target is not None and client.startswith("gc")
-            lines.append(
-                (case.name, client, f"{_range(s['cpu_per_unit_us'], scale)} {unit}",
-                 "" if import_case else _fmt(s["units_per_s"]["median"]),
-                 "1 (raw)" if client == case.clients[0] else _range(s["ratio"], ratio=True),
-                 "" if import_case else f"{s['connections_per_call']['median']:.2f}",
-                 f"<= {case.target}x" if is_target else "")
-            )  # fmt: skip
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    out = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in lines]
-    out.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(line.rstrip() for line in out)
+def export_baseline(ref: str, into: Path) -> str:
+    """The package as it was at ``ref``, unpacked under ``into``; its short commit."""
+    archive = subprocess.run(["git", "archive", ref, "gatewayclient"], capture_output=True,
+                             cwd=HERE.parent, check=True).stdout  # fmt: skip
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return _git("rev-parse", "--short", ref)
 
 
 def machine(servers: Servers) -> Dict[str, Any]:
@@ -258,21 +220,17 @@ def machine(servers: Servers) -> Dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for name in ("gatewayclient", "requests", "urllib3", "aiohttp", "openai", "httpx2", "httpx"):
+    for name in ("gatewayclient", "requests", "urllib3", "aiohttp", "openai", "redis", "limits",
+                 "opentelemetry-api", "opentelemetry-sdk"):  # fmt: skip
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     where = "import gatewayclient, os; print(os.path.dirname(gatewayclient.__file__))"
     source = subprocess.run(
         [sys.executable, "-c", where], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
+    commit = _git("rev-parse", "--short", "HEAD")
     if Path(source) == HERE.parent / "gatewayclient":
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "gatewayclient"],
-            capture_output=True, text=True, cwd=HERE.parent,
-        ).stdout.strip()  # fmt: skip
+        dirty = _git("status", "--porcelain", "--", str(HERE.parent / "gatewayclient"))
         commit += " + uncommitted changes in gatewayclient/" if dirty else ""
     else:
         commit = f"gatewayclient from {source} (the repository is at {commit})"
@@ -290,22 +248,54 @@ def machine(servers: Servers) -> Dict[str, Any]:
     }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _redis_available() -> bool:
+    import _local_servers
+
+    try:
+        _local_servers._redis_binary()
+    except SystemExit:
+        return False
+    return True
+
+
+def start_services(cases: List[Case], ctx: Context, stack: contextlib.ExitStack) -> None:
+    """The servers only some cases need, started when one of them was chosen."""
+    clients = {client for case in cases for client in case.clients}
+    if any(case.kind == "streams" for case in cases):
+        ctx.drip_url = ctx.servers.start_drip(DRIP_INTERVAL_MS[ctx.quick])
+    if any(case.options.get("of") == "vectors" for case in cases):
+        ctx.vectors_url = ctx.servers.start_vectors()
+    if any("+redis" in client for client in clients):
+        if _redis_available():
+            import _local_servers
+
+            ctx.redis_url = stack.enter_context(_local_servers.redis_server())
+        else:
+            print("no redis-server: the +redis clients are left out", file=sys.stderr)
+
+
+def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke: 1 round, tiny N")
     parser.add_argument("--rounds", type=int, help="rounds (default 5; --quick: 1)")
     names = [case.name for case in CASES]
     parser.add_argument("--cases", help=f"comma-separated, of: {','.join(names)},memory")
+    parser.add_argument("--baseline", metavar="REF", help="also measure gatewayclient at REF")
     parser.add_argument("--no-nginx", action="store_true", help="serve from aiohttp only")
     parser.add_argument("--no-openai", action="store_true", help="leave the openai SDK out")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
-    chosen = set(args.cases.split(",")) if args.cases else {*names, "memory"}
-    unknown = chosen - {*names, "memory"}
+    args.chosen = set(args.cases.split(",")) if args.cases else {*names, "memory"}
+    unknown = args.chosen - {*names, "memory"}
     if unknown:
         parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
-    cases = [case for case in CASES if case.name in chosen]
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse(argv)
+    cases = [case for case in CASES if case.name in args.chosen]
     rounds = args.rounds or (1 if args.quick else 5)
     with_openai = not args.no_openai and util.find_spec("openai") is not None
 
@@ -313,50 +303,59 @@ def main(argv: Optional[List[str]] = None) -> int:
     if load_before[0] > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {load_before[0]} on {os.cpu_count()} CPUs: other processes "
               "compete for the CPUs, expect noisy numbers", file=sys.stderr)  # fmt: skip
-    with (
-        tempfile.TemporaryDirectory(prefix="gc-bench-") as tmp,
-        Servers(Path(tmp), use_nginx=not args.no_nginx) as servers,
-    ):
-        print(f"servers: {servers.kind} at {servers.api_url}; stream: aiohttp at "
-              f"{servers.stream_url}", file=sys.stderr)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gc-bench-")))
+        servers = stack.enter_context(Servers(tmp, use_nginx=not args.no_nginx))
+        ctx = Context(servers, args.quick)
+        start_services(cases, ctx, stack)
         info = machine(servers)  # before the rounds: the commit measured, not a later one
+        if args.baseline:
+            ctx.baseline = str(tmp / "baseline")
+            info["baseline"] = export_baseline(args.baseline, tmp / "baseline")
+        print(f"servers: {servers.kind} at {servers.api_url}; stream: aiohttp at "
+              f"{servers.stream_url}; drip: {ctx.drip_url or '-'}; redis: "
+              f"{ctx.redis_url or '-'}", file=sys.stderr)  # fmt: skip
         for case in cases:  # bytecode compiled, caches warm: nothing below pays first-run costs
             if case.kind == "import":
-                for client in available(case, with_openai):
-                    measure_import(client, 1, args.quick)
-        samples = run_rounds(cases, servers, rounds, args.quick, with_openai)
+                for client in available(case, with_openai, ctx):
+                    measure_import(client, 1, ctx)
+        samples = run_rounds(cases, ctx, rounds, with_openai)
         memory = {}
-        if "memory" in chosen:
+        if "memory" in args.chosen:
             for client in MEMORY_CLIENTS:
-                memory[client] = measure_memory(client, servers, args.quick)
+                memory[client] = measure_memory(client, ctx)
                 print(f"memory {client}: {memory[client]}", file=sys.stderr, flush=True)
         info["load_average_1_5_15"] = [round(load, 2) for load in os.getloadavg()]
-    summary = {case.name: summarize(case, samples[case.name]) for case in cases}
-    checks = verdicts(cases, summary, memory)
+    summary = {case.name: report.summarize(case, samples[case.name]) for case in cases}
+    checks = report.verdicts(cases, samples, args.quick, memory)
     elapsed = time.monotonic() - started
-
-    print(table(cases, summary))
-    if memory:
-        print("\nmemory growth after warm-up (chat calls; traced = Python objects still alive)")
-        for client, result in memory.items():
-            print(f"  {client:<10} {result['calls']:>6,} calls: traced {result['traced_mb']:.3f}"
-                  f" MB, RSS {result['rss_mb']:.3f} MB")  # fmt: skip
-    print("\ntargets (median ratio of one run)")
-    for row in checks:
-        value = f"{row['value']:.2f}x" if isinstance(row["value"], float) else str(row["value"])
-        print(f"  {'PASS' if row['pass'] else 'MISS'}  {row['what']}: {value} ({row['target']})")
-    print(f"\n{rounds} round(s), {elapsed:.0f} s, server {info['server']}, "
-          f"{info['cpus']} CPUs {info['cpu_model']}, Python {info['python']}; load average "
-          f"{load_before[0]} before, {info['load_average_1_5_15'][0]} after")  # fmt: skip
-
-    out = args.out or HERE / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     info["load_average_before"] = load_before
     document = {"machine": info, "rounds": rounds, "quick": args.quick, "elapsed_s": elapsed,
                 "summary": summary, "memory": memory, "checks": checks}  # fmt: skip
+    show(cases, document)
+    out = args.out or HERE / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1))
     print(f"JSON: {out}")
-    return 1 if args.strict and not all(row["pass"] for row in checks) else 0
+    return 1 if args.strict and any(row["passed"] is False for row in checks) else 0
+
+
+def show(cases: List[Case], document: Dict[str, Any]) -> None:
+    print(report.table(cases, document["summary"]))
+    if document["memory"]:
+        print("\nmemory growth after warm-up (chat calls; traced = Python objects still alive)")
+        for client, result in document["memory"].items():
+            print(f"  {client:<10} {result['calls']:>6,} calls: traced {result['traced_mb']:.3f}"
+                  f" MB, RSS {result['rss_mb']:.3f} MB")  # fmt: skip
+    print("\ntargets (issue: what, median [min-max] over rounds)")
+    for row in document["checks"]:
+        word = {None: "    ", True: "PASS", False: "MISS"}[row["passed"]]
+        print(f"  {word}  [{row['issue']}] {row['what']}: {row['value']} ({row['target']})")
+    info = document["machine"]
+    print(f"\n{document['rounds']} round(s), {document['elapsed_s']:.0f} s, server "
+          f"{info['server']}, {info['cpus']} CPUs {info['cpu_model']}, Python {info['python']}; "
+          f"load average {info['load_average_before'][0]} before, "
+          f"{info['load_average_1_5_15'][0]} after")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@
   always, each event sent with its own ``await resp.write()``, so a 1,000-chunk answer is 1,000
   HTTP chunks, as a gateway relaying tokens sends it (nginx serving a file would coalesce them);
   also the chat and embeddings answers when nginx is missing.
+- On demand (``start_drip``, ``start_vectors``): the drip servers of the many-streams cases
+  (``drip_server.py``: several processes on one port, one event every interval per stream) and
+  ``bench_batch.py``'s vectors server (256 vectors a request, floats or base64).
 """
 
 from __future__ import annotations
@@ -74,10 +77,12 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> No
 
 
 class Servers:
-    """Started servers: ``api_url`` for chat and embeddings, ``stream_url`` for streams."""
+    """Started servers: ``api_url`` for chat and embeddings, ``stream_url`` for streams; on
+    demand the drip servers (many slow streams) and the vectors server (base64)."""
 
     def __init__(self, tmp: Path, use_nginx: bool = True) -> None:
         self.processes: List[subprocess.Popen[bytes]] = []
+        self.drip_pids: List[int] = []
         try:
             self.stream_url = self._start_aiohttp()
             self.nginx = shutil.which("nginx") or (
@@ -103,6 +108,39 @@ class Servers:
             raise RuntimeError(f"the aiohttp server did not start (it said {line!r})")
         _wait_for_port(int(line), process, "the aiohttp server")
         return f"http://127.0.0.1:{line}"
+
+    def start_drip(self, interval_ms: float, processes: int = 2) -> str:
+        """``processes`` drip servers (``drip_server.py``) sharing one port; the URL."""
+        port = free_port()
+        script = str(Path(__file__).resolve().parent / "drip_server.py")
+        for _ in range(processes):
+            argv = [sys.executable, script, str(port), str(interval_ms)]
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE)
+            self.processes.append(process)
+            self.drip_pids.append(process.pid)
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != b"ready":
+                raise RuntimeError("a drip server did not start")
+        return f"http://127.0.0.1:{port}"
+
+    def start_vectors(self) -> str:
+        """``bench_batch.py``'s server of 256 vectors a request, floats or base64; the URL."""
+        port = free_port()
+        script = str(Path(__file__).resolve().parent / "bench_batch.py")
+        process = subprocess.Popen([sys.executable, script, "--serve", str(port)])
+        self.processes.append(process)
+        _wait_for_port(port, process, "the vectors server")
+        return f"http://127.0.0.1:{port}"
+
+    def drip_cpu(self) -> List[float]:
+        """CPU seconds each drip server has used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = []
+        for pid in self.drip_pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            used.append((int(fields[11]) + int(fields[12])) / ticks)  # utime + stime
+        return used
 
     def _start_nginx(self, binary: str, tmp: Path) -> str:
         www = tmp / "www"

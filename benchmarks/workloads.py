@@ -6,6 +6,8 @@ for the timed units, and the TCP connections opened while timing.
 
 A unit is one call (chat, embeddings) or one chunk (streams: a call yields 1,000). Each client
 reads what a caller would: the message text, the vector, every chunk's ``delta.content``.
+A client's ``+variant`` (``features.py``) switches a feature on; a rate-budget variant is timed
+in blocks of calls alternating with its plain twin in this same process (``paired``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import socket
 import sys
 import time
 from functools import partial
-from typing import Any, Awaitable, Callable, Dict, List
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
+import features
 import payloads
 
 CHAT_BODY = {"model": payloads.MODEL, "messages": payloads.MESSAGES}
@@ -26,6 +29,9 @@ STREAM_BODY = {**CHAT_BODY, "stream": True}
 EMBED_BODY = {"model": payloads.EMBEDDING_MODEL, "input": "text"}
 HEADERS = {"Authorization": "Bearer x"}
 SYNC_CLIENTS = ("requests", "gc-sync", "openai-sync")
+REDIS_URL = ""  # profile_case.py's redis-server (run.py passes its own in the spec)
+PAIRED_BLOCK = 50  # calls per block when a variant alternates with its plain twin
+TRIP_CALLS = 100  # calls whose Redis round trips are counted (after the timed ones)
 ASYNC_CLIENTS = ("aiohttp", "gc-async", "openai-async")
 
 # -- counting connections: a client that reconnects per call pays for it in CPU --------------
@@ -83,10 +89,10 @@ def requests_calls(case: str, url: str, trust_env: bool = False) -> Callable[[],
     return {"chat": chat, "stream": stream, "embed": embed}[case]
 
 
-def gc_sync_calls(case: str, url: str) -> Callable[[], int]:
+def gc_sync_calls(case: str, url: str, **options: Any) -> Callable[[], int]:
     import gatewayclient
 
-    client = gatewayclient.SyncGatewayClient(base_url=url, auth_token="x")
+    client = gatewayclient.SyncGatewayClient(base_url=url, auth_token="x", **options)
 
     def chat() -> int:
         response = client.chat_completion(payloads.MODEL, payloads.MESSAGES)
@@ -181,10 +187,10 @@ def aiohttp_calls(case: str, url: str) -> AsyncCall:
     return {"chat": chat, "stream": stream, "embed": embed}[case]
 
 
-def gc_async_calls(case: str, url: str) -> AsyncCall:
+def gc_async_calls(case: str, url: str, **options: Any) -> AsyncCall:
     import gatewayclient
 
-    client = gatewayclient.AsyncGatewayClient(base_url=url, auth_token="x")
+    client = gatewayclient.AsyncGatewayClient(base_url=url, auth_token="x", **options)
     CLOSERS.append(client.aclose)
 
     async def chat() -> int:
@@ -261,40 +267,99 @@ def _expect(got: int, kind: str) -> None:
     _check(got == _units_per_call(kind), f"{kind} gave {got} units")
 
 
+def _build(builders: Dict[str, Any], spec: Dict[str, Any]) -> Any:
+    """The client's calls: its base builder, given its variant's options (see features.py)."""
+    base, _, variant = spec["client"].split("@", 1)[0].partition("+")
+    options = features.client_options(variant, spec)
+    return builders[base](spec["kind"], spec["url"], **options)
+
+
+def _paired(spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """A rate-budget variant is timed against its plain twin in this same process, blocks of
+    calls alternating: the budget's few microseconds stand out from the differences between
+    processes (tens of microseconds per call on a shared machine)."""
+    if features.variant_of(spec) in ("local", "redis"):
+        return {**spec, "client": spec["client"].split("+", 1)[0]}
+    return None
+
+
+def _timed_sync(calls: List[Callable[[], int]], kind: str, n: int) -> List[List[float]]:
+    """CPU and wall seconds of each of ``calls`` for ``n`` calls, in alternating blocks."""
+    block = PAIRED_BLOCK if len(calls) > 1 else n
+    totals = [[0.0, 0.0] for _ in calls]
+    for start in range(0, n, block):
+        order = list(enumerate(calls)) if start // block % 2 == 0 else list(enumerate(calls))[::-1]
+        for index, call in order:  # ABBA: neither goes first more often
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(min(block, n - start)):
+                _expect(call(), kind)
+            totals[index][0] += time.process_time() - cpu
+            totals[index][1] += time.perf_counter() - wall
+    return totals
+
+
 def measure_sync(spec: Dict[str, Any]) -> Dict[str, Any]:
-    kind, n = spec["kind"], spec["n"]
-    call = SYNC_BUILDERS[spec["client"]](kind, spec["url"])
-    for _ in range(spec["warmup"]):
-        _expect(call(), kind)
+    kind, n, twin = spec["kind"], spec["n"], _paired(spec)
+    calls = [_build(SYNC_BUILDERS, spec)]
+    if twin is not None:
+        calls.append(_build(SYNC_BUILDERS, twin))
+    for call in calls:
+        for _ in range(spec["warmup"]):
+            _expect(call(), kind)
     gc.collect()
     connects = _connects
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        _expect(call(), kind)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+    totals = _timed_sync(calls, kind, n)
+    (cpu, wall), connects = totals[0], _connects - connects
+    result = _result(spec, cpu, wall, n * _units_per_call(kind), connects)
+    if twin is not None:
+        result["paired"] = {"cpu_s": totals[1][0], "wall_s": totals[1][1]}
+    if features.uses_redis(spec):  # counted after the timing: counting costs CPU
+        with features.counting_round_trips() as sent:
+            for _ in range(TRIP_CALLS):
+                calls[0]()
+        result["trips"] = sent[0] / TRIP_CALLS
+    result["spans"] = features.exported_spans()
+    return result
 
 
 async def _measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
-    kind, n, concurrency = spec["kind"], spec["n"], spec.get("concurrency", 1)
-    call = ASYNC_BUILDERS[spec["client"]](kind, spec["url"])
+    kind, n, concurrency, twin = spec["kind"], spec["n"], spec.get("concurrency", 1), _paired(spec)
+    calls = [_build(ASYNC_BUILDERS, spec)]
+    if twin is not None:
+        calls.append(_build(ASYNC_BUILDERS, twin))
 
-    async def lane(calls: int) -> None:
-        for _ in range(calls):
+    async def lane(call: AsyncCall, count: int) -> None:
+        for _ in range(count):
             _expect(await call(), kind)
 
-    async def run(calls: int) -> None:
-        share, extra = divmod(calls, concurrency)
-        await asyncio.gather(*(lane(share + (i < extra)) for i in range(concurrency)))
+    async def run(call: AsyncCall, count: int) -> None:
+        share, extra = divmod(count, concurrency)
+        await asyncio.gather(*(lane(call, share + (i < extra)) for i in range(concurrency)))
 
-    await run(spec["warmup"])
+    for call in calls:
+        await run(call, spec["warmup"])
     gc.collect()
     connects = _connects
-    wall, cpu = time.perf_counter(), time.process_time()
-    await run(n)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    block = PAIRED_BLOCK if twin is not None else n
+    totals = [[0.0, 0.0] for _ in calls]
+    for start in range(0, n, block):
+        order = list(enumerate(calls)) if start // block % 2 == 0 else list(enumerate(calls))[::-1]
+        for index, call in order:
+            wall, cpu = time.perf_counter(), time.process_time()
+            await run(call, min(block, n - start))
+            totals[index][0] += time.process_time() - cpu
+            totals[index][1] += time.perf_counter() - wall
+    (cpu, wall), connects = totals[0], _connects - connects
+    result = _result(spec, cpu, wall, n * _units_per_call(kind), connects)
+    if twin is not None:
+        result["paired"] = {"cpu_s": totals[1][0], "wall_s": totals[1][1]}
+    if features.uses_redis(spec):
+        with features.counting_round_trips() as sent:
+            await run(calls[0], TRIP_CALLS)
+        result["trips"] = sent[0] / TRIP_CALLS
+    result["spans"] = features.exported_spans()
     await close_async()
-    return _result(spec, cpu, wall, n * _units_per_call(kind), _connects - connects)
+    return result
 
 
 def measure_async(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -312,60 +377,14 @@ def _result(spec: Dict[str, Any], cpu: float, wall: float, units: int, connects:
     }
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096  # resident pages (4 KiB on Linux x86-64)
-
-
-def measure_memory(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Growth over N chat calls after warm-up, measured twice: the resident set (N calls with
-    nothing else running), then Python allocations still alive (tracemalloc, N more calls)."""
-    import tracemalloc
-
-    loop = None
-    if spec["client"] in SYNC_BUILDERS:
-        call: Callable[[], Any] = SYNC_BUILDERS[spec["client"]]("chat", spec["url"])
-    else:
-        loop = asyncio.new_event_loop()
-
-        async def build() -> AsyncCall:
-            return ASYNC_BUILDERS[spec["client"]]("chat", spec["url"])
-
-        acall = loop.run_until_complete(build())
-
-        def call() -> Any:
-            return loop.run_until_complete(acall())  # type: ignore[union-attr]
-
-    n = spec["n"]
-    for _ in range(spec["warmup"]):
-        call()
-    gc.collect()
-    rss = _rss_bytes()
-    for _ in range(n):
-        call()
-    gc.collect()
-    rss = _rss_bytes() - rss
-    tracemalloc.start()
-    traced = tracemalloc.get_traced_memory()[0]
-    for _ in range(n):
-        call()
-    gc.collect()
-    traced = tracemalloc.get_traced_memory()[0] - traced
-    tracemalloc.stop()
-    if loop is not None:
-        loop.run_until_complete(close_async())
-        loop.close()
-    return {"rss_mb": rss / 1e6, "traced_mb": traced / 1e6, "calls": n}
-
-
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    if spec["kind"] == "memory":
-        result = measure_memory(spec)
-    elif spec["client"] in SYNC_BUILDERS:
+    features.prepare(spec["client"].split("@", 1)[0].partition("+")[2])
+    if spec["client"].split("@", 1)[0].split("+", 1)[0] in SYNC_BUILDERS:
         result = measure_sync(spec)
     else:
         result = measure_async(spec)
+    result["package_dirs"] = features.package_dirs()
     print(json.dumps(result), flush=True)
 
 
