@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, Union
 
 import aiohttp
+import aiohttp.client_proto
 import aiohttp.http_exceptions
 import aiohttp.payload
 
@@ -31,6 +32,43 @@ __all__ = ["Transport", "Translate", "unread"]
 
 _WRITE_PIECE = 65536  # a body larger than this is written piece by piece, each write bounded
 _TIMEOUTS_KEPT = 64  # distinct per-call timeouts kept built (a deadline's remainder varies)
+
+
+class _Protocol(aiohttp.client_proto.ResponseHandler):
+    """aiohttp's connection protocol with its read timeout (``sock_read``) kept lazily.
+
+    aiohttp cancels its timer and schedules a new one on every read from the socket: a heap
+    push per chunk of a stream. Here the deadline moves on instead, and the timer, when it
+    fires, schedules itself for the deadline if it has moved: at most one timer per
+    ``timeout`` of waiting, with the same bound (each wait for bytes ends ``timeout`` after the
+    last bytes came)."""
+
+    _deadline = 0.0
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+            return
+        self._deadline = self._loop.time() + timeout
+        if self._read_timeout_handle is None:
+            self._read_timeout_handle = self._loop.call_at(self._deadline, self._on_read_timeout)
+
+    def _on_read_timeout(self) -> None:
+        handle = self._read_timeout_handle
+        if handle is not None and self._deadline > handle.when():  # bytes came since
+            self._read_timeout_handle = self._loop.call_at(self._deadline, self._on_read_timeout)
+            return
+        self._read_timeout_handle = None
+        super()._on_read_timeout()
+
+
+def _use_lazy_read_timer(connector: aiohttp.TCPConnector) -> None:
+    """Has ``connector`` make ``_Protocol``s, where it would make aiohttp's own (a private
+    attribute; an aiohttp that makes them otherwise keeps its own, as a test notices)."""
+    factory = getattr(connector, "_factory", None)
+    if isinstance(factory, partial) and factory.func is aiohttp.client_proto.ResponseHandler:
+        connector._factory = partial(_Protocol, *factory.args, **factory.keywords)  # type: ignore[assignment]
 
 
 class _WriteTimeout(asyncio.TimeoutError):
@@ -233,6 +271,7 @@ class Transport:
 
     async def _new_pool(self, loop: asyncio.AbstractEventLoop) -> _Pool:
         connector = aiohttp.TCPConnector(limit=self._config.max_connections, ssl=self._ssl)
+        _use_lazy_read_timer(connector)
         session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),

@@ -220,6 +220,89 @@ def test_timeout_bounds_each_wait_not_the_whole_stream(kind: str) -> None:
             twin.close()
 
 
+def paced_words(count: int) -> List[bytes]:
+    events = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"w%d "}}]}\n\n' % n for n in range(count)
+    ]
+    return [*events, b"data: [DONE]\n\n"]
+
+
+class TimedList(List[Any]):
+    """A list that notes when its last item came."""
+
+    last = 0.0
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self.last = time.monotonic()
+
+
+def test_a_steady_stream_many_timeouts_long_never_times_out(kind: str) -> None:
+    """Each wait ends ``timeout`` after the last bytes, however often the deadline has moved
+    (the async twin's read timer is re-armed lazily, when it fires)."""
+
+    async def paced(request: web.Request) -> web.StreamResponse:
+        return await write_pieces(request, paced_words(12), pause=0.1)
+
+    with LoopbackServer([("POST", "/v1/chat/completions", paced)]) as server:
+        twin = Twin(kind, server.url, "t", timeout=0.35, max_retries=0)
+        try:
+            started = time.monotonic()
+            text = text_of(twin.collect(twin.stream(MODEL, STORY)))
+            assert text == "".join(f"w{n} " for n in range(12))
+            assert time.monotonic() - started > 3 * 0.35  # three timeouts long, in short waits
+        finally:
+            twin.close()
+
+
+def test_silence_after_a_moving_deadline_times_out_one_timeout_after_the_last_bytes(
+    kind: str,
+) -> None:
+    async def then_silent(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in paced_words(6)[:-1]:
+            await response.write(piece)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(5)  # silence, longer than the timeout
+        return response
+
+    timeout = 0.4
+    with LoopbackServer([("POST", "/v1/chat/completions", then_silent)]) as server:
+        twin = Twin(kind, server.url, "t", timeout=timeout, max_retries=0)
+        try:
+            received = TimedList()
+            with pytest.raises(GatewayTimeoutError):
+                twin.collect(twin.stream(MODEL, STORY), received)
+            silent_for = time.monotonic() - received.last
+            assert len(received) == 6
+            assert timeout - 0.1 <= silent_for <= timeout + 0.3, silent_for
+        finally:
+            twin.close()
+
+
+def test_the_async_twin_uses_its_lazy_read_timer(gw: FakeGateway) -> None:
+    """aiohttp makes our protocol (a private hook): when an aiohttp release changes how its
+    connector makes protocols, this says so (the client keeps working on aiohttp's own)."""
+    from gatewayclient import AsyncGatewayClient
+    from gatewayclient._async_transport import _Protocol
+
+    async def use() -> List[type]:
+        async with AsyncGatewayClient(gw.url, gw.token) as client:
+            await client.chat_completion(MODEL, STORY)
+            pool = await client._transport.pool()
+            return [type(protocol) for protocol in _protocols_of(pool)]
+
+    assert asyncio.run(use()) == [_Protocol]
+
+
+def _protocols_of(pool: Any) -> List[Any]:
+    from gatewayclient._async_transport import _protocols
+
+    connector = pool.session.connector
+    return _protocols(connector)
+
+
 def split_everywhere(data: bytes, size: int) -> List[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
