@@ -92,7 +92,12 @@ def start_child(
         str(count),
         str(concurrency),
     ]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A background job inherits SIGINT ignored, and Python then installs no handler: give
+        # the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
@@ -194,6 +199,9 @@ def test_ctrl_c_ends_a_wait_for_the_rate_budget(gw: FakeGateway, make: Callable[
     from gatewayclient import RateLimit
 
     twin = make(rate_limit=RateLimit(requests=2))
+    # Ctrl-C raises KeyboardInterrupt here even when this process was started with SIGINT
+    # ignored (a background job), as it does in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     before = threading.active_count()
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C, for real
     timer.start()
@@ -203,6 +211,7 @@ def test_ctrl_c_ends_a_wait_for_the_rate_budget(gw: FakeGateway, make: Callable[
             twin.call("batch_chat_completions", requests_of(6), concurrency=3)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 3
     assert threading.active_count() == before  # the workers ended
     assert len(gw.requests) == 2
