@@ -317,6 +317,18 @@ class Run:
         self.sent += 1
         return item, item.build()
 
+    @property
+    def todo(self) -> int:
+        """How many items the run has to send (the bar's total less what was on file)."""
+        return self.progress.total - self.progress.done
+
+    def stop_on(self, outcome: Outcome) -> None:
+        """Stop handing out items at once if ``outcome`` is an error that stops the run (a 401
+        for chat); ``count`` does it too, for runners that count before handing out more."""
+        error = outcome.error
+        if error is not None and self.stopped_by is None and self._stops(error):
+            self.stopped_by = error
+
     def lines(self, outcomes: Sequence[Outcome]) -> List[bytes]:
         """The checkpoint lines of ``outcomes``."""
         if self.checkpoint is None:

@@ -1,7 +1,10 @@
-"""The sync client's batch runner: worker threads send items, the calling thread keeps the books.
+"""The sync client's batch runner: worker threads take and send items, the calling thread keeps
+the books.
 
-The calling thread hands out items (at most ``concurrency`` sent and not yet on file), writes
-the outcomes that came back (several per fsync when they arrive together) and counts them. A
+Each worker takes the next item itself as soon as its last one has ended (and, with a
+checkpoint, once there is room: at most ``concurrency`` items are ever sent and not yet on
+file), so no item waits for the calling thread to hand it out. The calling thread writes the
+outcomes that came back (several per fsync when they arrive together) and counts them. A
 KeyboardInterrupt there (Ctrl-C), or any other exception, halts the workers (``_halt``: their
 waits end, their blocked reads are woken, no new request leaves), writes what had finished
 before the stop, joins the workers, and goes on up.
@@ -20,78 +23,85 @@ from .errors import GatewayClientError
 
 __all__ = ["run_threads"]
 
-_Job = Optional[Tuple[contextvars.Context, Pending, Any]]
-_Report = Union[Outcome, None, BaseException]  # None: halted before it finished
+
+class _Ended:
+    """A worker's last report: it has taken its last item."""
+
+
+_ENDED = _Ended()
+_Report = Union[Outcome, None, BaseException, _Ended]  # None: halted before it finished
 _JOIN_POLL = 0.1  # seconds between wake-ups of a stopped worker (one may still be connecting)
+
+
+class _Shared:
+    """What the workers of one run share: the run (its items taken under ``lock``), the halt,
+    the reports to the calling thread, and the room left on file (None without a checkpoint)."""
+
+    def __init__(self, client: Any, run: Run, concurrency: int) -> None:
+        self.client = client
+        self.run = run
+        self.halt = _halt.Halt()
+        self.lock = threading.Lock()
+        self.reports: queue.SimpleQueue[_Report] = queue.SimpleQueue()
+        self.room = threading.Semaphore(concurrency) if run.checkpoint is not None else None
+
+    def next(self) -> Optional[Tuple[Pending, Any]]:
+        if self.room is not None:
+            self.room.acquire()  # given back once an outcome is on file, or by a stop
+        with self.lock:
+            return None if self.halt.is_set() else self.run.next()
 
 
 def run_threads(client: Any, run: Run, concurrency: int) -> Run:
     """Send the run's items from up to ``concurrency`` threads; returns once all are counted."""
-    halt = _halt.Halt()
-    jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-    reports: queue.SimpleQueue[_Report] = queue.SimpleQueue()
+    shared = _Shared(client, run, concurrency)
     workers: List[threading.Thread] = []
     try:
-        in_flight = 0
-        while True:
-            while in_flight < concurrency:
-                job = run.next()
-                if job is None:
-                    break
-                if len(workers) == in_flight:  # a thread per place in flight, started as needed
-                    workers.append(_start(client, halt, jobs, reports, len(workers)))
-                # The caller's context goes with the item (its current span, for the item's span).
-                jobs.put((contextvars.copy_context(), *job))
-                in_flight += 1
-            if not in_flight:
-                break
-            got = _drain(reports, block=True)
-            in_flight -= len(got)
-            _take(run, got)
+        for number in range(max(1, min(concurrency, run.todo))):  # no more threads than items
+            # The caller's context goes with each worker (its current span, for the items' spans).
+            workers.append(_start(shared, contextvars.copy_context(), number))
+        live = len(workers)
+        while live:
+            got = _drain(shared.reports, block=True)
+            live -= sum(1 for report in got if report is _ENDED)
+            _take(shared, got)
         run.finish()
     except BaseException:
-        halt.set()
-        _stop(workers, jobs, reports, halt, run)
+        shared.halt.set()
+        _stop(workers, shared)
         raise
     finally:
-        for _ in workers:
-            jobs.put(None)
         for worker in workers:
             worker.join()
         run.close()
     return run
 
 
-def _start(
-    client: Any,
-    halt: _halt.Halt,
-    jobs: queue.SimpleQueue[_Job],
-    reports: queue.SimpleQueue[_Report],
-    number: int,
-) -> threading.Thread:
+def _start(shared: _Shared, context: contextvars.Context, number: int) -> threading.Thread:
     worker = threading.Thread(
-        target=_work, args=(client, halt, jobs, reports), name=f"gatewayclient-batch-{number}"
+        target=_work, args=(shared, context), name=f"gatewayclient-batch-{number}"
     )
     worker.daemon = True  # never keeps a dying interpreter waiting; joined on every way out
     worker.start()
     return worker
 
 
-def _work(
-    client: Any,
-    halt: _halt.Halt,
-    jobs: queue.SimpleQueue[_Job],
-    reports: queue.SimpleQueue[_Report],
-) -> None:
-    halt.enter()
-    job = jobs.get()
-    while job is not None:
-        context, item, call = job
-        try:
-            reports.put(context.run(_send, client, halt, item, call))
-        except BaseException as exc:  # a bug: the calling thread raises it
-            reports.put(exc)
-        job = jobs.get()
+def _work(shared: _Shared, context: contextvars.Context) -> None:
+    shared.halt.enter()
+    reports = shared.reports
+    try:
+        job = shared.next()
+        while job is not None:
+            outcome = context.run(_send, shared.client, shared.halt, *job)
+            if outcome is not None:
+                with shared.lock:  # a 401 stops the run before any worker takes another item
+                    shared.run.stop_on(outcome)
+            reports.put(outcome)
+            job = shared.next()
+    except BaseException as exc:  # a bug: the calling thread raises it
+        reports.put(exc)
+    finally:
+        reports.put(_ENDED)
 
 
 def _answer(result: Tuple[Any, Any]) -> Any:
@@ -130,29 +140,26 @@ def _drain(reports: queue.SimpleQueue[_Report], block: bool) -> List[_Report]:
             return got
 
 
-def _take(run: Run, got: List[_Report]) -> None:
+def _take(shared: _Shared, got: List[_Report]) -> None:
     """Write and count the outcomes in ``got``; raise a worker's unexpected exception."""
     failure = next((report for report in got if isinstance(report, BaseException)), None)
     outcomes = [report for report in got if isinstance(report, Outcome)]
-    run.write(outcomes)
-    run.count(outcomes)
+    if outcomes:
+        shared.run.write(outcomes)
+        shared.run.count(outcomes)
+        if shared.room is not None:
+            shared.room.release(len(outcomes))
     if failure is not None:
         raise failure
 
 
-def _stop(
-    workers: List[threading.Thread],
-    jobs: queue.SimpleQueue[_Job],
-    reports: queue.SimpleQueue[_Report],
-    halt: _halt.Halt,
-    run: Run,
-) -> None:
+def _stop(workers: List[threading.Thread], shared: _Shared) -> None:
     """After a halt: let every worker end, and keep what had finished before it."""
-    for _ in workers:
-        jobs.put(None)
+    if shared.room is not None:
+        shared.room.release(len(workers))  # a worker waiting for room sees the halt
     for worker in workers:
         while worker.is_alive():
             worker.join(_JOIN_POLL)
-            halt.set()  # again: a connection that was still connecting is held by now
-    got = _drain(reports, block=False)
-    run.write([report for report in got if isinstance(report, Outcome)])
+            shared.halt.set()  # again: a connection that was still connecting is held by now
+    got = _drain(shared.reports, block=False)
+    shared.run.write([report for report in got if isinstance(report, Outcome)])

@@ -14,6 +14,8 @@ class Progress:
     """Done / total, rate, failures and tokens; does nothing at all when not ``enabled``."""
 
     def __init__(self, total: int, *, done: int = 0, unit: str = "req", enabled: bool) -> None:
+        self.total = total
+        self.done = done  # on file before the run
         self.failed = 0
         self.tokens = 0
         self._bar: Optional[Any] = None
