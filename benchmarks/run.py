@@ -150,7 +150,7 @@ def measure_streams(case: Case, client: str, n: int, ctx: Context) -> Dict[str, 
 
 def measure_batch(case: Case, client: str, n: int, ctx: Context) -> Dict[str, Any]:
     kind = case.options["of"]
-    spec = {"kind": kind, "client": base_client(client), "n": n, "url": ctx.servers.api_url}
+    spec = {"kind": kind, "client": client.split("@", 1)[0], "n": n, "url": ctx.servers.api_url}
     if kind == "vectors":
         spec.update(url=ctx.vectors_url, encoding=variant(client))
     argv = [sys.executable, str(HERE / "bench_batch.py"), "--measure", json.dumps(spec)]
