@@ -1,9 +1,10 @@
-"""The async client's batch runner: ``concurrency`` worker tasks send items, the calling task
-keeps the books.
+"""The async client's batch runner: ``concurrency`` worker tasks take, send and count items;
+the calling task puts outcomes on file.
 
 Each worker takes the next item as soon as its last one has ended (and, with a checkpoint, is
 on file: at most ``concurrency`` items are ever sent and not yet on file), so no item waits for
-the calling task to hand it out. The calling task writes the outcomes that came back (several
+the calling task to hand it out. Without a checkpoint a worker counts its own outcome (one
+thread: nothing races); with one, the calling task writes the outcomes that came back (several
 per fsync when they arrive together, the fsync in a worker thread so the loop runs on) and
 counts them. Cancelling it (``task.cancel()``, Ctrl-C under ``asyncio.run``) cancels the
 workers, whose calls release their connections as any cancelled call does, writes what had
@@ -45,12 +46,14 @@ async def run_tasks(client: Any, run: Run, concurrency: int) -> Run:
             if job is None:
                 return
             outcome = await _send(client, *job)
+            if not checkpoint:
+                run.count((outcome,))  # nothing to put on file: no need to wake the caller
+                continue
             run.stop_on(outcome)  # a 401 stops the run before any worker takes another item
-            written = loop.create_future() if checkpoint else None
+            written = loop.create_future()
             ended.append((outcome, written))
             report()
-            if written is not None:
-                await written
+            await written
 
     def on_end(worker: asyncio.Task[None]) -> None:
         nonlocal live

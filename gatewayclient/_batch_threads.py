@@ -1,13 +1,14 @@
-"""The sync client's batch runner: worker threads take and send items, the calling thread keeps
-the books.
+"""The sync client's batch runner: worker threads take, send and count items; the calling
+thread puts outcomes on file and answers Ctrl-C.
 
 Each worker takes the next item itself as soon as its last one has ended (and, with a
 checkpoint, once there is room: at most ``concurrency`` items are ever sent and not yet on
-file), so no item waits for the calling thread to hand it out. The calling thread writes the
-outcomes that came back (several per fsync when they arrive together) and counts them. A
-KeyboardInterrupt there (Ctrl-C), or any other exception, halts the workers (``_halt``: their
-waits end, their blocked reads are woken, no new request leaves), writes what had finished
-before the stop, joins the workers, and goes on up.
+file), so no item waits for the calling thread to hand it out. Without a checkpoint a worker
+counts its own outcome (under the run's lock) and the calling thread only waits; with one, the
+calling thread writes the outcomes that came back (several per fsync when they arrive
+together) and counts them. A KeyboardInterrupt there (Ctrl-C), or any other exception, halts
+the workers (``_halt``: their waits end, their blocked reads are woken, no new request leaves),
+writes what had finished before the stop, joins the workers, and goes on up.
 """
 
 from __future__ import annotations
@@ -93,10 +94,18 @@ def _work(shared: _Shared, context: contextvars.Context) -> None:
         job = shared.next()
         while job is not None:
             outcome = context.run(_send, shared.client, shared.halt, *job)
-            if outcome is not None:
+            if outcome is None:  # halted
+                pass
+            elif shared.room is None:
+                # Nothing to put on file: counted here, without waking the calling thread.
+                with shared.lock:
+                    shared.run.count((outcome,))
+                outcome = None
+            else:
                 with shared.lock:  # a 401 stops the run before any worker takes another item
                     shared.run.stop_on(outcome)
-            reports.put(outcome)
+            if outcome is not None:
+                reports.put(outcome)
             job = shared.next()
     except BaseException as exc:  # a bug: the calling thread raises it
         reports.put(exc)

@@ -6,7 +6,6 @@ or ``asyncio.sleep``) and in awaiting a Redis window; the decisions are made her
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import sys
@@ -79,6 +78,8 @@ def take(limit: RateLimit, cost: int) -> Ticket:
 
 async def atake(limit: RateLimit, cost: int) -> Ticket:
     """The awaitable twin of ``take``: a cancelled task stops waiting and holds no ticket."""
+    import asyncio  # here: a sync program never imports asyncio (~10 ms) for our sake
+
     if limit.storage is not None and _REDIS_WINDOW not in sys.modules:
         # Importing redis takes ~0.1 s, once: done in a thread, not in the loop's, where it
         # would hold up every task of the loop.

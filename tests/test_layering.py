@@ -486,6 +486,23 @@ def test_the_django_app_loads_no_client_library_until_a_client_is_asked_for() ->
     assert out.strip() == "[]"
 
 
+def test_a_sync_program_never_imports_asyncio_or_aiohttp() -> None:
+    # asyncio alone costs a sync program's start ~10 ms (it came in through the rate budget's
+    # awaitable wait): it is imported where the async client needs it, never before.
+    out = _run(
+        """
+        import sys
+        import gatewayclient
+        limit = gatewayclient.RateLimit(requests=100, tokens=10_000)
+        client = gatewayclient.SyncGatewayClient("http://127.0.0.1:9", "x", rate_limit=limit)
+        client.batch_chat_completions([])
+        client.close()
+        print(sorted(name for name in ("asyncio", "aiohttp") if name in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
+
+
 def test_gateway_client_alias_loads_only_the_async_client() -> None:
     out = _run(
         """
