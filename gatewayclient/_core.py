@@ -24,6 +24,7 @@ from ._checks import (
     check_sampling,
     encode_json,
 )
+from ._json_model import decode_json_text
 from ._stream import END, END_READS, NEED_DATA, StreamState
 from ._usage import UsageTotals, UsageTracker
 from ._version import __version__
@@ -208,6 +209,12 @@ AnyCall = TypeVar("AnyCall", Call, StreamCall)
 
 
 def decode_json(body: bytes) -> Any:
+    try:
+        # The common answer: UTF-8 JSON from its first byte (json.loads(bytes) would look for
+        # UTF-16 and -32 first). Anything else takes json.loads's whole path below.
+        return decode_json_text(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        pass
     if not body.strip():
         raise GatewayResponseError("the gateway answered with an empty body where JSON was due")
     try:

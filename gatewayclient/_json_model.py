@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import json.scanner
 import operator
 import typing
 from typing import (
@@ -29,7 +30,27 @@ from typing import (
 
 from .errors import GatewayResponseError
 
-__all__ = ["GatewayObject", "model", "resolve_fields"]
+__all__ = ["GatewayObject", "decode_json_text", "model", "resolve_fields"]
+
+# The C scanner under json.loads, called directly: an answer or a stream's chunk is one JSON
+# value with nothing around it (at most a line end), and json.loads's detection of the
+# encoding, dispatch and whitespace passes cost a third of decoding a small answer.
+_DECODER: Any = json.JSONDecoder()  # Any: typeshed's make_scanner takes its own context type
+_SCAN: Callable[[str, int], Tuple[Any, int]] = json.scanner.make_scanner(_DECODER)
+_JSON_SPACE = " \t\n\r"
+
+
+def decode_json_text(text: str) -> Any:
+    """``json.loads(text)``, faster for a value that starts at once; json.loads's own error for
+    anything that is not JSON."""
+    try:
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end == len(text) or (end > 0 and not text[end:].strip(_JSON_SPACE)):
+        return value
+    return json.loads(text)  # leading space, or not JSON: json.loads words the error
+
 
 T = TypeVar("T", bound="GatewayObject")
 _raw_of = operator.attrgetter("_raw")

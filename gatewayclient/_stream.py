@@ -7,9 +7,9 @@ asks ``take`` for the next chunk: a ``ChatCompletionChunk``, ``NEED_DATA`` (read
 from __future__ import annotations
 
 import json
-import json.scanner
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from ._json_model import decode_json_text
 from ._usage import UsageTracker
 from .errors import (
     GatewayClientError,
@@ -158,18 +158,6 @@ _CHUNK_FIELDS = frozenset((*_HEAD_FIELDS, "object", "choices", "usage"))
 _Entry = Tuple[Optional[ChatCompletionChunk], Dict[str, Any]]
 _DONE: Dict[str, Any] = {}
 _DONE_ENTRY: _Entry = (None, _DONE)
-# The C scanner under json.loads, called directly: a chunk is one JSON object with nothing
-# around it, and json.loads's dispatch and whitespace passes cost a fifth of a chunk's decoding.
-_DECODER: Any = json.JSONDecoder()
-_SCAN: Callable[[str, int], Tuple[Any, int]] = json.scanner.make_scanner(_DECODER)
-
-
-def _json(data: str) -> Any:
-    try:
-        value, end = _SCAN(data, 0)
-    except (StopIteration, ValueError):
-        end = -1
-    return value if end == len(data) else json.loads(data)  # json.loads words any error
 
 
 class StreamState:
@@ -308,7 +296,7 @@ class StreamState:
             self._pending.append(_DONE_ENTRY)
             return
         try:
-            obj = _json(data)
+            obj = decode_json_text(data)
         except (ValueError, RecursionError):
             raise GatewayStreamError(f"an event is not valid JSON: {data[:200]!r}") from None
         if type(obj) is not dict:

@@ -12,7 +12,7 @@ import pytest
 
 from gatewayclient import __version__
 from gatewayclient import _core as core_module
-from gatewayclient._checks import KNOWN_PARAMETERS, _edit_distance, _likely_parameters
+from gatewayclient._checks import KNOWN_PARAMETERS, _edit_distance, _likely_parameters, encode_json
 from gatewayclient._core import Call, GatewayCore, Request, StreamCall
 from gatewayclient._stream import END, NEED_DATA
 from gatewayclient._usage import UsageTotals, UsageTracker
@@ -1344,3 +1344,105 @@ def test_tracker_repr_shows_totals() -> None:
     tracker = UsageTracker()
     tracker.record("a", {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})
     assert "total_tokens=3" in repr(tracker)
+
+
+# -- JSON in and out: the fast paths agree with the json module -----------------------------------
+
+
+_ANSWERS = [
+    b'{"a": 1}',
+    b'{"a": 1}\n',
+    b'{"a": 1}\r\n  \t',
+    b'  {"a": 1}',
+    b"\n[1, 2]",
+    b'"text"',
+    b"123",
+    b"NaN",
+    '{"caf\u00e9": "\u20ac \U0001f600"}'.encode(),
+    b'\xef\xbb\xbf{"bom": true}',  # UTF-8 with a byte order mark
+    '{"utf16": 1}'.encode("utf-16"),  # json.loads(bytes) detects UTF-16 and -32
+    '{"utf32": 1}'.encode("utf-32-le"),
+]
+
+
+@pytest.mark.parametrize("body", _ANSWERS)
+def test_decoding_an_answer_gives_what_json_loads_gives(body: bytes) -> None:
+    decoded = core_module.decode_json(body)
+    expected = json.loads(body)
+    if isinstance(expected, float) and math.isnan(expected):
+        assert math.isnan(decoded)
+    else:
+        assert decoded == expected and type(decoded) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1}x', b'{"a": 1}\x0c', '{"a": 1}\u00a0'.encode(), b'{"a": 1} {}', b"{", b"\xff{}"],
+)
+def test_what_json_loads_refuses_is_not_valid_json(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(GatewayResponseError, match="not valid JSON"):
+        core_module.decode_json(body)
+
+
+@pytest.mark.parametrize("body", [b"", b"  \r\n"])
+def test_an_empty_answer_is_named_so(body: bytes) -> None:
+    with pytest.raises(GatewayResponseError, match="empty body"):
+        core_module.decode_json(body)
+
+
+def test_an_answer_nested_too_deeply_is_a_response_error() -> None:
+    with pytest.raises(GatewayResponseError, match="not valid JSON"):
+        core_module.decode_json(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+        {"caf\u00e9": '\u20ac \U0001f600 \\ " \n \x00', "n": [1, -2.5, 1e300, True, None]},
+        {"nested": {"list": [[], {}, [{"a": [1]}]]}, "big": 10**30},
+    ],
+)
+def test_a_request_is_encoded_as_json_dumps_would(body: Any) -> None:
+    expected = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert encode_json(body) == expected.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"t": float("nan")}, "Out of range float values"),
+        ({"t": float("inf")}, "Out of range float values"),
+        ({"t": object()}, "Object of type object is not JSON serializable"),
+        ({1.5j: 1}, "keys must be str"),
+    ],
+)
+def test_what_json_cannot_carry_is_refused_by_name(body: Any, words: str) -> None:
+    with pytest.raises(GatewayValidationError, match="cannot be sent as JSON: " + words):
+        encode_json(body)
+
+
+def test_a_request_that_holds_itself_is_refused() -> None:
+    looped: Any = {"model": "m"}
+    looped["again"] = [looped]
+    with pytest.raises(GatewayValidationError, match="nested too deeply \\(or it holds itself\\)"):
+        encode_json(looped)
+
+
+def test_encoding_is_safe_from_many_threads_on_the_same_body() -> None:
+    # The encoder is made once and shared: it must keep no state between calls.
+    body = {"messages": [{"role": "user", "content": "x" * 1000}] * 50}
+    expected = encode_json(body)
+    results: list[bytes] = []
+
+    def encode() -> None:
+        results.extend(encode_json(body) for _ in range(200))
+
+    threads = [threading.Thread(target=encode) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 800 and all(result == expected for result in results)
