@@ -36,6 +36,7 @@ METRICS: Dict[str, Callable[[Result, Result], Any]] = {
     "rate_ratio": lambda r, b: _rate(r) / _rate(b),
     "paired_ratio": lambda r, b: r["cpu_s"] / r["paired"]["cpu_s"],
     "paired_delta_us": lambda r, b: (r["cpu_s"] - r["paired"]["cpu_s"]) / r["units"] * 1e6,
+    "paired_block_delta_us": lambda r, b: r["paired"]["block_delta_us"],
     "paired_wall_delta_us": lambda r, b: (r["wall_s"] - r["paired"]["wall_s"]) / r["units"] * 1e6,
     "rss_ratio": lambda r, b: r["rss_per_stream_kb"] / b["rss_per_stream_kb"],
     "rss_kb": lambda r, b: r["rss_per_stream_kb"],
@@ -53,7 +54,10 @@ LABELS = {
     "wall_delta_us": "{client} wall time per {unit} minus {against}",
     "rate_ratio": "{client} {unit}s per second / {against}",
     "paired_ratio": "{client} CPU per {unit} / its twin without the variant, same process",
-    "paired_delta_us": "{client} CPU per {unit} minus its twin's, same process",
+    "paired_delta_us": "{client} CPU per {unit} minus its twin's, same process (totals)",
+    "paired_block_delta_us": (
+        "{client} CPU per {unit} minus its twin's, same process (median of the block pairs)"
+    ),
     "paired_wall_delta_us": "{client} wall time per {unit} minus its twin's, same process",
     "rss_ratio": "{client} RSS per open stream / {against}",
     "rss_kb": "{client} RSS per open stream",
@@ -65,7 +69,8 @@ LABELS = {
     "aiohttp_loaded": "{client}: aiohttp in sys.modules",
 }
 UNITS = {"delta_us": " µs", "wall_delta_us": " µs", "rss_kb": " KB", "trips": "",
-         "paired_delta_us": " µs", "paired_wall_delta_us": " µs"}  # fmt: skip
+         "paired_delta_us": " µs", "paired_block_delta_us": " µs",
+         "paired_wall_delta_us": " µs"}  # fmt: skip
 
 
 def summarize(case: Case, by_client: Dict[str, List[Result]]) -> Dict[str, Any]:
