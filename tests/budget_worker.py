@@ -13,7 +13,7 @@ import time
 from typing import Any, Dict, List
 
 from gatewayclient import AsyncGatewayClient, RateLimit, SyncGatewayClient, _traffic
-from gatewayclient.budget import Ticket
+from gatewayclient.budget import LocalWindow, Ticket
 
 MESSAGES = [{"role": "user", "content": " ".join(["abc"] * 10)}]  # 28 tokens answered; 30 reserved
 MAX_TOKENS = 20
@@ -48,8 +48,17 @@ def record(tickets: Dict[int, List[Any]]) -> None:
         await asettle(ticket, answer)
         settled(ticket)
 
+    # An async call under an in-process budget with room takes its ticket from the window
+    # itself (no atake): the window's take is watched too. A ticket seen twice is one entry.
+    local_take = LocalWindow.take
+
+    def local_taking(window: LocalWindow, cost: int, now: Any = None) -> Any:
+        got = local_take(window, cost, now)
+        return taken(got) if isinstance(got, Ticket) else got
+
     _traffic.take, _traffic.atake = taking, ataking  # type: ignore[assignment]
     _traffic.settle, _traffic.asettle = settling, asettling  # type: ignore[assignment]
+    LocalWindow.take = local_taking  # type: ignore[method-assign]
 
 
 def run(config: Dict[str, Any]) -> Dict[str, Any]:
