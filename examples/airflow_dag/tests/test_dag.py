@@ -170,4 +170,4 @@ def test_merge_refuses_an_input_without_an_answer(dag_module: Any, tmp_path: Pat
 def test_each_run_has_a_directory_of_its_own(dag_module: Any) -> None:
     where = dag_module.run_directory("", "/data/out.jsonl", "manual__2025-01-01T00:00:00+00:00")
     assert where == "/data/out.jsonl.shards/manual__2025-01-01T00_00_00_00_00"
-    assert dag_module.run_directory("/work", "/data/out.jsonl", "r1") == "/work/r1"
+    assert dag_module.run_directory("/srv/shards", "/data/out.jsonl", "r1") == "/srv/shards/r1"
