@@ -436,3 +436,53 @@ def test_the_first_items_are_sent_as_built_for_their_check_and_later_ones_rebuil
     assert sorted(built) == sorted([f"id-{n}" for n in range(5)] + ["id-3", "id-4"])
     keys = [r.headers["idempotency-key"] for r in gw.requests]
     assert len(set(keys)) == 5  # every item its own request all the same
+
+
+def test_a_cancelled_async_batch_keeps_the_lines_it_was_writing(
+    gw: FakeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while a worker thread writes a checkpoint line: the batch waits for that write
+    before it writes what else had finished and closes the file, so no finished item is lost
+    (a write still queued when the file closed used to find it closed and write nothing)."""
+    import asyncio
+
+    from gatewayclient import AsyncGatewayClient
+
+    path = tmp_path / "out.jsonl"
+    original = _batch.Checkpoint.write
+    entered, release = threading.Event(), threading.Event()
+    handed: List[bytes] = []
+
+    def slow_write(self: _batch.Checkpoint, lines: Any) -> None:
+        handed.extend(lines)
+        if lines and not entered.is_set():
+            entered.set()
+            release.wait(10)  # the first write is held until the batch has been cancelled
+        original(self, lines)
+
+    monkeypatch.setattr(_batch.Checkpoint, "write", slow_write)
+    requests = requests_of(20)
+
+    async def main() -> float:
+        async with AsyncGatewayClient(gw.url, gw.token) as client:
+            batch = client.batch_chat_completions(requests, concurrency=2, checkpoint=path)
+            task = asyncio.ensure_future(batch)
+            await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+            timer = threading.Timer(0.3, release.set)
+            timer.start()
+            task.cancel()
+            started = time.monotonic()
+            try:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                release.set()
+                timer.join()
+            return time.monotonic() - started
+
+    waited = asyncio.run(main())
+    on_file = [json.loads(line)["custom_id"] for line in path.read_bytes().splitlines()]
+    handed_ids = [json.loads(line)["custom_id"] for line in handed]
+    assert handed_ids and sorted(on_file) == sorted(handed_ids)  # every line handed is on file
+    assert len(set(on_file)) == len(on_file)  # once each
+    assert waited >= 0.25  # the cancelled batch waited for the write in progress
