@@ -218,10 +218,12 @@ def profile_batch(case: Case, client: str, url: str, n: int) -> Tuple[float, pst
     import bench_batch
 
     kind = case.options["of"]
-    if client == "requests":
-        run = bench_batch.raw_sync(kind, url, n)
-    elif client == "aiohttp":
-        run = lambda: asyncio.run(bench_batch.raw_async(kind, url, n))  # noqa: E731
+    base, _, variant = client.partition("+")  # aiohttp+keep: the loop keeping its answers
+    keep = variant == "keep"
+    if base == "requests":
+        run = bench_batch.raw_sync(kind, url, n, keep)
+    elif base == "aiohttp":
+        run = lambda: asyncio.run(bench_batch.raw_async(kind, url, n, keep))  # noqa: E731
     else:
         run = bench_batch.gc_batch(kind, client, url, n, None)
     run()  # warm-up

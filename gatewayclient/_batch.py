@@ -1,10 +1,11 @@
 """Batches, written once for both clients: checking every item before anything is sent, the
 results in input order, the 401 that stops what has not been sent, and the checkpoint file.
 
-A run hands its runner (threads in ``_batch_threads``, tasks in ``_batch_tasks``) the next
-item to send as a ``Call`` built through the same core path as a single call, so every
-argument check applies; the runner sends it with the client's retries, fallbacks and rate
-budget and hands back the outcome. Outcomes become checkpoint lines in the OpenAI Batch API's
+Every item is checked first by the core's own checks of a single call (its Call built and kept
+for the first ones, ``check_chat`` alone past ``KEPT_BYTES``). A run hands its runner (threads
+in ``_batch_threads``, tasks in ``_batch_tasks``) the next item to send as its ``Call``, built
+once; the runner sends it with the client's retries, fallbacks and rate budget and hands back
+the outcome. Outcomes become checkpoint lines in the OpenAI Batch API's
 output format, written, flushed and fsynced before they count; an item is counted, and frees
 its place among the ``concurrency`` in flight, only then, so that a run killed at any moment
 has at most ``concurrency`` items sent and not on file. ``gatewayclient.batch`` reads the
@@ -36,12 +37,13 @@ from typing import (
     Union,
 )
 
+from ._core import Call
 from ._progress import Progress
 from .errors import GatewayAuthError, GatewayClientError, GatewayValidationError
 from .models import ChatCompletion
 
 if TYPE_CHECKING:
-    from ._core import Call, GatewayCore
+    from ._core import ChatArgs, CheckedChat, GatewayCore
 
 __all__ = [
     "BatchResult",
@@ -76,13 +78,22 @@ class BatchResult(Generic[T]):
 # -- building and checking items ---------------------------------------------------------------
 
 
-def chat_call(core: GatewayCore, item: Mapping[str, Any]) -> Call:
-    """The Call of ``chat_completion(**item)`` (a ``custom_id`` key aside): every check runs."""
+_PLAIN_ITEM = frozenset({"custom_id", "model", "messages"})
+
+
+def _chat_args(item: Mapping[str, Any]) -> ChatArgs:
+    """``chat_completion``'s arguments in ``item`` (a ``custom_id`` key aside)."""
+    if item.keys() <= _PLAIN_ITEM:  # the common item: no copy of it needed
+        return item.get("model"), item.get("messages"), None, None, None, {}
     params = {key: value for key, value in item.items() if key != "custom_id"}
     model, messages = params.pop("model", None), params.pop("messages", None)
     temperature, max_tokens = params.pop("temperature", None), params.pop("max_tokens", None)
-    top_p = params.pop("top_p", None)
-    return core.chat(model, messages, temperature, max_tokens, top_p, params)
+    return model, messages, temperature, max_tokens, params.pop("top_p", None), params
+
+
+def chat_call(core: GatewayCore, item: Mapping[str, Any]) -> Call:
+    """The Call of ``chat_completion(**item)`` (a ``custom_id`` key aside): every check runs."""
+    return core.chat(*_chat_args(item))
 
 
 def embeddings_call(core: GatewayCore, item: Mapping[str, Any]) -> Call:
@@ -109,21 +120,25 @@ def _custom_id(request: Mapping[str, Any], position: int) -> str:
     return custom_id
 
 
-# Calls built to check the first items are kept and sent as built (a batch's first items go at
-# once); later ones are rebuilt when sent, so a long batch never holds its requests twice.
-KEPT_CALLS = 1024
+# A batch's first calls are kept as built for their check and sent as they are (a batch's first
+# items go at once); past this many bytes of them (a built call holds about 1.4 KB besides its
+# body), items are checked without building their calls, each built when it is sent, so a long
+# batch never holds its requests twice.
+KEPT_BYTES = 16 * 1024 * 1024
+_CALL_BYTES = 1400
 
 
 def check_chat_requests(
     core: GatewayCore, requests: Iterable[Mapping[str, Any]]
-) -> List[Tuple[str, Mapping[str, Any], Optional[Call]]]:
-    """Each request with its custom_id, every one checked by building its Call (kept for the
-    first ``KEPT_CALLS``); a bad one or a repeated custom_id is a GatewayValidationError
-    naming it."""
+) -> List[Tuple[str, Union[Call, CheckedChat]]]:
+    """Each request's custom_id with its Call (kept while they fit in ``KEPT_BYTES``) or, past
+    that, what ``core.check_chat`` passed (every check of the call, which is built when it is
+    sent); a bad one or a repeated custom_id is a GatewayValidationError naming it."""
     if isinstance(requests, (str, bytes, Mapping)):
         raise GatewayValidationError("requests must be an iterable of mappings, one per call")
-    checked: List[Tuple[str, Mapping[str, Any], Optional[Call]]] = []
+    checked: List[Tuple[str, Union[Call, CheckedChat]]] = []
     first: Dict[str, int] = {}
+    room = KEPT_BYTES
     for position, request in enumerate(requests):
         if not isinstance(request, Mapping):
             raise GatewayValidationError(
@@ -138,12 +153,16 @@ def check_chat_requests(
             )
         first[custom_id] = position
         try:
-            call = chat_call(core, request)
+            if room > 0:
+                call = core.chat(*_chat_args(request))
+                room -= len(call.request.body or b"") + _CALL_BYTES
+                checked.append((custom_id, call))
+            else:
+                checked.append((custom_id, core.check_chat(_chat_args(request))))
         except GatewayValidationError as exc:
             raise GatewayValidationError(
                 f"requests[{position}] (custom_id {custom_id!r}): {exc}"
             ) from exc
-        checked.append((custom_id, request, call if position < KEPT_CALLS else None))
     return checked
 
 
@@ -259,11 +278,11 @@ class Checkpoint:
 
 
 class Pending(NamedTuple):
-    """An item still to send: its place, its custom_id, and how to build its Call."""
+    """An item still to send: its place, its custom_id, and its Call or how to build it."""
 
     position: int
     custom_id: str
-    build: Callable[[], Call]
+    build: Union[Call, Callable[[], Call]]
 
 
 class Outcome(NamedTuple):
@@ -315,7 +334,8 @@ class Run:
         if item is None:
             return None
         self.sent += 1
-        return item, item.build()
+        build = item.build
+        return item, build if type(build) is Call else build()  # type: ignore[operator]
 
     @property
     def todo(self) -> int:
@@ -352,20 +372,23 @@ class Run:
 
     def count(self, outcomes: Sequence[Outcome]) -> None:
         """Take in outcomes that are on file: results, progress, and the stop they may call."""
-        failed = tokens = 0
         for item, _, answer, error in outcomes:
-            if error is not None:
-                failed += 1
-                self.first_error = self.first_error or error
-                if self.stopped_by is None and self._stops(error):
-                    self.stopped_by = error
-            else:
-                tokens += _total_tokens(answer)
-            if self.results is not None:
-                self.results[item.position] = BatchResult(item.custom_id, answer, error)
-        self.failed += failed
-        self.answered += len(outcomes) - failed
-        self.progress.advance(len(outcomes), failed, tokens)
+            self.count_one(item, answer, error)
+
+    def count_one(self, item: Pending, answer: Any, error: Optional[GatewayClientError]) -> None:
+        """``count`` of one outcome (a runner without a checkpoint counts as each one ends)."""
+        if error is None:
+            self.answered += 1
+        else:
+            self.failed += 1
+            self.first_error = self.first_error or error
+            if self.stopped_by is None and self._stops(error):
+                self.stopped_by = error
+        if self.results is not None:
+            self.results[item.position] = BatchResult(item.custom_id, answer, error)
+        progress = self.progress
+        if progress.shown:
+            progress.advance(1, error is not None, 0 if error else _total_tokens(answer))
 
     def finish(self) -> None:
         """After the last outcome: what was never sent carries the error that stopped the run."""
@@ -386,8 +409,13 @@ def _total_tokens(answer: Any) -> int:
     return total if type(total) is int else 0
 
 
-def _built(call: Call) -> Callable[[], Call]:
-    return lambda: call
+def _to_send(
+    core: GatewayCore, passed: Union[Call, CheckedChat]
+) -> Union[Call, Callable[[], Call]]:
+    """The Call kept from an item's check, or how to build it from what its check passed."""
+    if isinstance(passed, Call):
+        return passed
+    return partial(core.checked_chat, *passed)
 
 
 def chat_run(
@@ -404,7 +432,7 @@ def chat_run(
     file = None
     if checkpoint is not None:
         file = Checkpoint(checkpoint)
-        wanted = {custom_id for custom_id, _, _ in checked}
+        wanted = {custom_id for custom_id, _ in checked}
         for custom_id, line in file.lines():
             body = stored_answer(line) if custom_id in wanted else None
             if body is not None:
@@ -414,11 +442,11 @@ def chat_run(
         BatchResult(custom_id, ChatCompletion._from_json(stored[custom_id]))
         if custom_id in stored
         else None
-        for custom_id, _, _ in checked
+        for custom_id, _ in checked
     ]
     pending = (
-        Pending(index, custom_id, _built(call) if call else partial(chat_call, core, request))
-        for index, (custom_id, request, call) in enumerate(checked)
+        Pending(index, custom_id, _to_send(core, passed))
+        for index, (custom_id, passed) in enumerate(checked)
         if custom_id not in stored
     )
     bar = Progress(len(checked), done=len(stored), enabled=bool(progress))

@@ -46,8 +46,8 @@ async def run_tasks(client: Any, run: Run, concurrency: int) -> Run:
             if job is None:
                 return
             outcome = await _send(client, *job)
-            if not checkpoint:
-                run.count((outcome,))  # nothing to put on file: no need to wake the caller
+            if not checkpoint:  # nothing to put on file: no need to wake the caller
+                run.count_one(outcome.item, outcome.answer, outcome.error)
                 continue
             run.stop_on(outcome)  # a 401 stops the run before any worker takes another item
             written = loop.create_future()

@@ -99,7 +99,7 @@ def _work(shared: _Shared, context: contextvars.Context) -> None:
             elif shared.room is None:
                 # Nothing to put on file: counted here, without waking the calling thread.
                 with shared.lock:
-                    shared.run.count((outcome,))
+                    shared.run.count_one(outcome.item, outcome.answer, outcome.error)
                 outcome = None
             else:
                 with shared.lock:  # a 401 stops the run before any worker takes another item

@@ -56,6 +56,9 @@ __all__ = [
 ]
 
 _FALLBACK_STATUSES = (404, 405)
+# chat()'s arguments: model, messages, temperature, max_tokens, top_p and the other parameters
+ChatArgs = Tuple[Any, Any, Any, Any, Any, Dict[str, Any]]
+CheckedChat = Tuple[Dict[str, Any], CallOptions, Tuple[str, ...]]  # what check_chat passed
 _DEFAULT_POLICY = RetryPolicy()
 
 
@@ -319,6 +322,21 @@ class GatewayCore:
         body, options = self._chat_body(model, messages, temperature, max_tokens, top_p, params)
         return self._chat_call(body, options, self._fallbacks(body["model"], options))
 
+    def check_chat(self, args: ChatArgs) -> CheckedChat:
+        """Every check ``chat(*args)`` makes, without building its Call: what ``checked_chat``
+        builds it from later (a batch checks all its items first and builds each when it sends
+        it, holding no request bytes meanwhile)."""
+        body, options = self._chat_body(*args)
+        encode_json(body)  # what JSON cannot carry is refused now, not when it is sent
+        self._cost(body)
+        return body, options, self._fallbacks(body["model"], options)
+
+    def checked_chat(
+        self, body: Dict[str, Any], options: CallOptions, fallbacks: Tuple[str, ...]
+    ) -> Call:
+        """The Call of a chat that ``check_chat`` passed."""
+        return self._chat_call(body, options, fallbacks)
+
     def _chat_call(
         self, body: Dict[str, Any], options: CallOptions, fallbacks: Tuple[str, ...]
     ) -> Call:
@@ -326,7 +344,8 @@ class GatewayCore:
         call = Call(request, self._counted(ChatCompletion, body["model"]), self.config.auth_token)
         call.policy = options.policy
         call.operation = "chat"
-        return self._traffic(call, body, fallbacks, partial(self._chat_call, options=options))
+        again = partial(self._chat_call, options=options) if fallbacks else None
+        return self._traffic(call, body, fallbacks, again)
 
     def stream(
         self,
@@ -396,14 +415,8 @@ class GatewayCore:
         fallbacks=...)`` builds the same call for another model."""
         call.model = body["model"]
         call.body = body
-        limit = self.config.rate_limit
-        if limit is not None and limit.tokens is not None:
-            call.cost = estimate_tokens(
-                body.get("messages"),
-                body.get("input"),
-                body.get("max_tokens", body.get("max_completion_tokens")),
-            )
-            limit.check_cost(call.cost)
+        if self.config.rate_limit is not None:
+            call.cost = self._cost(body)
         if fallbacks:
             call.next_models = fallbacks
 
@@ -412,6 +425,20 @@ class GatewayCore:
 
             call.retarget = retarget
         return call
+
+    def _cost(self, body: Dict[str, Any]) -> int:
+        """The tokens a rate budget with a token limit reserves for ``body``; one that could
+        never fit that limit is a GatewayValidationError."""
+        limit = self.config.rate_limit
+        if limit is None or limit.tokens is None:
+            return 0
+        cost = estimate_tokens(
+            body.get("messages"),
+            body.get("input"),
+            body.get("max_tokens", body.get("max_completion_tokens")),
+        )
+        limit.check_cost(cost)
+        return cost
 
     def _counted(self, model: Any, asked: str) -> Callable[[Any], Any]:
         """A parser that builds ``model`` and records the answer's usage under ``asked``."""

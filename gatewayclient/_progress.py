@@ -38,6 +38,11 @@ class Progress:
             )
             self._bar.set_postfix(failed=0, tokens=0, refresh=False)
 
+    @property
+    def shown(self) -> bool:
+        """Whether a bar is drawn (else ``advance`` need not be called)."""
+        return self._bar is not None
+
     def advance(self, done: int, failed: int, tokens: int) -> None:
         """``done`` more finished, ``failed`` of them with an error, using ``tokens``."""
         bar = self._bar

@@ -198,7 +198,14 @@ class AsyncGatewayClient(ClientBase):
         attempt = self._exchange if self._core.config.rate_limit is None else self._attempt
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a provider route's fallback
-            result = await retry.arun(result.policy, partial(attempt, result), result.request.label)
+            current = result
+            try:  # retry.arun, its first attempt made here: one layer less for the common call
+                result = await attempt(current)
+            except GatewayClientError as error:
+                if not retry.retried(current.policy, error):
+                    raise
+                again = partial(attempt, current)
+                result = await retry.arun_again(current.policy, again, current.request.label, error)
         return result
 
     async def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:

@@ -20,7 +20,7 @@ from .errors import GatewayClientError
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["RetryPolicy", "arun", "run", "should_retry"]
+__all__ = ["RetryPolicy", "arun", "arun_again", "retried", "run", "run_again", "should_retry"]
 
 T = TypeVar("T")
 logger = logging.getLogger("gatewayclient")
@@ -90,14 +90,25 @@ def _replaying(first: BaseException, attempt: Callable[[], T]) -> Callable[[], T
     return again
 
 
+def retried(policy: RetryPolicy, error: BaseException) -> bool:
+    """Whether a first attempt that failed with ``error`` is tried again at all."""
+    return policy.max_retries != 0 and should_retry(policy, error)
+
+
 def run(policy: RetryPolicy, attempt: Callable[[], T], what: str) -> T:
     """Call ``attempt`` until it succeeds or the policy gives up; ``what`` names it in logs."""
     try:
         return attempt()
     except GatewayClientError as error:
-        if policy.max_retries == 0 or not should_retry(policy, error):
+        if not retried(policy, error):
             raise
         first = error
+    return run_again(policy, attempt, what, first)
+
+
+def run_again(policy: RetryPolicy, attempt: Callable[[], T], what: str, first: BaseException) -> T:
+    """``run`` after its first attempt failed with ``first``, a retryable error: a caller that
+    makes the first attempt itself (the common call, one layer less) goes on here."""
     import tenacity
 
     # A batch worker's backoff ends at once when its batch is halted (``_halt``).
@@ -110,9 +121,16 @@ async def arun(policy: RetryPolicy, attempt: Callable[[], Awaitable[T]], what: s
     try:
         return await attempt()
     except GatewayClientError as error:
-        if policy.max_retries == 0 or not should_retry(policy, error):
+        if not retried(policy, error):
             raise
         first = error
+    return await arun_again(policy, attempt, what, first)
+
+
+async def arun_again(
+    policy: RetryPolicy, attempt: Callable[[], Awaitable[T]], what: str, first: BaseException
+) -> T:
+    """The awaitable twin of ``run_again``."""
     import tenacity
 
     replay = [first]

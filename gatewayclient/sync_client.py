@@ -185,7 +185,14 @@ class SyncGatewayClient(ClientBase):
         attempt = self._exchange if self._core.config.rate_limit is None else self._attempt
         result: Any = call
         while isinstance(result, Call):  # a Call may answer with a provider route's fallback
-            result = retry.run(result.policy, partial(attempt, result), result.request.label)
+            current = result
+            try:  # retry.run, its first attempt made here: one layer less for the common call
+                result = attempt(current)
+            except GatewayClientError as error:
+                if not retry.retried(current.policy, error):
+                    raise
+                again = partial(attempt, current)
+                result = retry.run_again(current.policy, again, current.request.label, error)
         return result
 
     def _run_batch(self, run: _batch.Run, concurrency: int) -> _batch.Run:

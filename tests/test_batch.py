@@ -112,13 +112,26 @@ BAD_ITEMS = {
     "custom_id not a string": (request(3, custom_id=7), r"custom_id must be a non-empty string"),
     "repeated custom_id": (request(3, custom_id="id-1"), r"'id-1' repeats requests\[1\]"),
     "bad fallback_models": (request(3, fallback_models="openai/gpt-4o"), r"fallback_models"),
+    "not JSON": (request(3, extra_body={"tags": {1, 2}}), r"requests\[3\].*cannot be sent as JSON"),
 }
+
+# Items are checked by building their Calls (kept to be sent) and, past KEPT_BYTES of them,
+# by check_chat alone: every refusal holds either way.
+KEPT = pytest.mark.parametrize("kept", [True, False], ids=["built", "checked-only"])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ITEMS))
+@KEPT
 def test_a_bad_item_is_named_and_nothing_is_sent(
-    twin: Twin, gw: FakeGateway, case: str, tmp_path: Path
+    twin: Twin,
+    gw: FakeGateway,
+    case: str,
+    kept: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if not kept:
+        monkeypatch.setattr(_batch, "KEPT_BYTES", 0)
     bad, message = BAD_ITEMS[case]
     items: List[Any] = requests_of(5)
     items[3] = bad
@@ -138,9 +151,12 @@ def test_concurrency_must_be_a_positive_int(twin: Twin, gw: FakeGateway, concurr
     assert gw.requests == []
 
 
+@KEPT
 def test_an_item_over_the_token_budget_is_refused_before_sending(
-    make: Callable[..., Twin], gw: FakeGateway
+    make: Callable[..., Twin], gw: FakeGateway, kept: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if not kept:
+        monkeypatch.setattr(_batch, "KEPT_BYTES", 0)
     twin = make(rate_limit=RateLimit(tokens=50))
     items = requests_of(3)
     items[2]["max_tokens"] = 100
@@ -418,22 +434,39 @@ def test_bad_embeddings_batches_send_nothing(twin: Twin, gw: FakeGateway, case: 
     assert gw.requests == []
 
 
-def test_the_first_items_are_sent_as_built_for_their_check_and_later_ones_rebuilt(
+def test_the_first_items_are_sent_as_built_for_their_check_and_later_ones_built_when_sent(
     twin: Twin, gw: FakeGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    built: List[Any] = []
-    real = _batch.chat_call
+    """Every item is checked once; the Calls built for the first checks (while they fit in
+    KEPT_BYTES) are sent as they are, and each later item's Call is built once, when it is
+    sent, from what its check passed: no item's request is built twice."""
+    core_type = type(twin.client._core)
+    made: Dict[str, List[str]] = {"chat": [], "check_chat": [], "checked_chat": []}
 
-    def counting(core: Any, item: Any) -> Any:
-        built.append(item["custom_id"])
-        return real(core, item)
+    def watch(name: str) -> None:
+        real = getattr(core_type, name)
 
-    monkeypatch.setattr(_batch, "chat_call", counting)
-    monkeypatch.setattr(_batch, "KEPT_CALLS", 3)
+        def watched(self: Any, *args: Any) -> Any:
+            result = real(self, *args)
+            body = result.body if name != "check_chat" else result[0]
+            made[name].append(body["messages"][0]["content"])
+            return result
+
+        monkeypatch.setattr(core_type, name, watched)
+
+    one_call = (
+        len(_batch.chat_call(twin.client._core, request(0)).request.body) + _batch._CALL_BYTES
+    )
+    for name in made:
+        watch(name)
+    monkeypatch.setattr(_batch, "KEPT_BYTES", 3 * one_call - 1)  # room for 3 calls
     results = twin.call("batch_chat_completions", requests_of(5), concurrency=2)
     assert all(r.ok for r in results)
-    # Five checks; then only the two items past KEPT_CALLS are built again.
-    assert sorted(built) == sorted([f"id-{n}" for n in range(5)] + ["id-3", "id-4"])
+    items = [f"item {n}" for n in range(5)]
+    assert made["chat"] == items[:3]  # built by their check, kept, sent as built
+    assert made["check_chat"] == items[3:]  # checked only
+    assert sorted(made["checked_chat"]) == items[3:]  # built once, when sent
+    assert sorted(sent_items(gw)) == items
     keys = [r.headers["idempotency-key"] for r in gw.requests]
     assert len(set(keys)) == 5  # every item its own request all the same
 
