@@ -32,10 +32,17 @@ __all__ = ["Transport", "Translate", "unread"]
 
 _WRITE_PIECE = 65536  # a body larger than this is written piece by piece, each write bounded
 _TIMEOUTS_KEPT = 64  # distinct per-call timeouts kept built (a deadline's remainder varies)
+# The most one read from a plain socket takes in. asyncio reads into a fresh buffer of its
+# transport's ``max_size`` (256 KiB) and shrinks it to what came. glibc serves an allocation of
+# 128 KiB or more with mmap, and the shrink and the free with mremap and munmap, so every read
+# pays a fresh mapping and its page faults: 2 per request, about 25 µs of CPU per chat call in
+# a batch (BENCHMARKS.md). Below that size the buffer comes from, and goes back to, the heap.
+_READ_SIZE = 64 * 1024
 
 
 class _Protocol(aiohttp.client_proto.ResponseHandler):
-    """aiohttp's connection protocol with its read timeout (``sock_read``) kept lazily.
+    """aiohttp's connection protocol with its read timeout (``sock_read``) kept lazily, and
+    reads of at most ``_READ_SIZE``.
 
     aiohttp cancels its timer and schedules a new one on every read from the socket: a heap
     push per chunk of a stream. Here the deadline moves on instead, and the timer, when it
@@ -44,6 +51,13 @@ class _Protocol(aiohttp.client_proto.ResponseHandler):
     last bytes came)."""
 
     _deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # asyncio's socket transport reads ``max_size`` at a time (an attribute of the
+        # transport; a TLS connection reads into a buffer of its own, made once).
+        if getattr(transport, "max_size", 0) > _READ_SIZE:
+            transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
 
     def _reschedule_timeout(self) -> None:
         timeout = self._read_timeout

@@ -296,6 +296,58 @@ def test_the_async_twin_uses_its_lazy_read_timer(gw: FakeGateway) -> None:
     assert asyncio.run(use()) == [_Protocol]
 
 
+def test_the_async_twin_reads_a_large_answer_in_pieces_below_mmaps_size() -> None:
+    """Each read from the socket takes at most 64 KiB: asyncio's own 256 KiB buffer is an
+    mmap per read under glibc (two page faults per request, BENCHMARKS.md). A 1 MiB answer
+    still arrives whole, read in pieces of that size."""
+    from gatewayclient import AsyncGatewayClient
+    from gatewayclient._async_transport import _READ_SIZE, _Protocol
+
+    content = "x" * (1024 * 1024)
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+    async def big(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    async def use(url: str) -> Any:
+        import asyncio.selector_events as selector_events
+
+        reads: List[int] = []
+        original = selector_events._SelectorSocketTransport._read_ready__data_received
+
+        def counted(transport: Any) -> None:
+            if isinstance(transport._protocol, _Protocol):  # the server's reads aside
+                reads.append(transport.max_size)
+            original(transport)
+
+        selector_events._SelectorSocketTransport._read_ready__data_received = counted  # type: ignore[method-assign]
+        try:
+            async with AsyncGatewayClient(url, "t", max_retries=0) as client:
+                reply = await client.chat_completion(MODEL, STORY)
+        finally:
+            selector_events._SelectorSocketTransport._read_ready__data_received = original  # type: ignore[method-assign]
+        return reply, reads
+
+    assert _READ_SIZE == 64 * 1024
+    with LoopbackServer([("POST", "/v1/chat/completions", big)]) as server:
+        reply, reads = asyncio.run(use(server.url))
+    assert reply.choices[0].message.content == content
+    assert len(reads) >= (1024 * 1024) // _READ_SIZE
+    assert set(reads) == {_READ_SIZE}
+
+
 def _protocols_of(pool: Any) -> List[Any]:
     from gatewayclient._async_transport import _protocols
 
