@@ -385,3 +385,60 @@ def test_arbitrary_bytes_never_raise(pieces: list[bytes]) -> None:
     for event in decode(pieces):
         assert isinstance(event, ServerSentEvent)
         assert isinstance(event.event, str) and isinstance(event.data, str)
+
+
+data_only_event = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=8).map(
+    lambda data: f"data: {data}\n\n".encode()
+)
+# Reads that are whole data-only events (one is the hot path), alone or several together, among
+# reads that leave something held: a field of the next event, part of a line, a cut character.
+read_pieces = st.lists(
+    st.lists(data_only_event, min_size=1, max_size=3).map(b"".join) | sse_like_bytes,
+    max_size=12,
+)
+
+
+@settings(max_examples=500)
+@given(pieces=read_pieces)
+def test_reads_of_whole_events_decode_as_a_byte_at_a_time_reading_does(
+    pieces: list[bytes],
+) -> None:
+    stream = b"".join(pieces)
+    one_byte_reads = [stream[i : i + 1] for i in range(len(stream))]
+    assert decode(pieces) == decode(one_byte_reads) == reference_decode(stream)
+
+
+def test_reads_of_whole_data_events_take_the_hot_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first read (which may start with a BOM), a read of one whole ``data:`` event
+    makes it without the line machinery; a read of several events, or one that holds
+    something back, or one that follows such a read, takes the general path."""
+    general: list[bytes] = []
+    original = SSEDecoder._feed
+
+    def counted(self: SSEDecoder, chunk: bytes) -> list[ServerSentEvent]:
+        general.append(chunk)
+        return original(self, chunk)
+
+    monkeypatch.setattr(SSEDecoder, "_feed", counted)
+    decoder = SSEDecoder()
+    reads = [b"", b"data: a\n\n", b"data: b\n\n", "data: é\n\ndata: c\n\n".encode()]
+    reads += [b"id: 7\n", b"data: d\n\n", b"event: x\n", b"data: e\n\n", b"retry: 5\n"]
+    reads += [b"data: f\n\n", b"data: g\n\n", "\ufeffdata: h\n\n".encode()]
+    events = [event for read in reads for event in decoder.feed(read)]
+    assert events == [
+        *(ev("a"), ev("b"), ev("é"), ev("c"), ev("d", id="7")),
+        ev("e", "x", "7"),
+        ev("f", id="7", retry=5),
+        ev("g", id="7"),  # a BOM after the first character is no BOM: "\ufeffdata" no field
+    ]
+    assert general == [
+        b"",  # nothing decoded yet: a BOM may still start the stream
+        b"data: a\n\n",
+        "data: é\n\ndata: c\n\n".encode(),  # two events
+        b"id: 7\n",  # not an event
+        b"event: x\n",  # a field held for the next read
+        b"data: e\n\n",
+        b"retry: 5\n",
+        b"data: f\n\n",
+        "\ufeffdata: h\n\n".encode(),
+    ]
