@@ -154,10 +154,13 @@ class _ChoiceParts:
 
 _CHUNK_FIELDS = frozenset((*_HEAD_FIELDS, "object", "choices", "usage"))
 # What the caller has been handed, in order: a chunk with the deltas it carries, a chunk kept
-# back (a usage-only or an empty-choices chunk the client asked not to yield), or [DONE].
-_Entry = Tuple[Optional[ChatCompletionChunk], Dict[str, Any]]
+# back (a usage-only or an empty-choices chunk the client asked not to yield), or [DONE]; and
+# for the common chunk (one choice, index 0, a text-only delta, nothing else to take in) its
+# text, which is then all that taking it in adds.
+_Entry = Tuple[Optional[ChatCompletionChunk], Dict[str, Any], Optional[str]]
 _DONE: Dict[str, Any] = {}
-_DONE_ENTRY: _Entry = (None, _DONE)
+_DONE_ENTRY: _Entry = (None, _DONE, None)
+_new_chunk = ChatCompletionChunk._from_json
 
 
 class StreamState:
@@ -207,7 +210,16 @@ class StreamState:
         once every chunk received before it has been taken."""
         pending = self._pending
         while pending:
-            chunk, obj = pending.pop(0)
+            chunk, obj, text = pending.pop(0)
+            if text is not None:  # the common chunk: its text is all it adds
+                if not self._head:
+                    self._head = {key: obj[key] for key in _HEAD_FIELDS if obj.get(key) is not None}
+                parts = self._choices.get(0)
+                if parts is None:
+                    parts = self._choices[0] = _ChoiceParts()
+                parts.content.append(text)
+                self.started = True
+                return chunk  # type: ignore[return-value]
             if obj is _DONE:
                 self.done = True
                 self._tracker.record(self._model, self._usage)
@@ -250,7 +262,14 @@ class StreamState:
         """
         try:
             if data:
-                events = self._decoder.feed(data)
+                decoder = self._decoder
+                text = decoder.whole_data(data)
+                if text is None:
+                    events = decoder.feed_lines(data)
+                elif self._received_done or self._text_chunk(text):
+                    return
+                else:
+                    events = [ServerSentEvent("message", text, decoder.last_id, None)]
             else:
                 events = self._decoder.flush()
                 if events and not self.started and not self._pending:
@@ -268,6 +287,32 @@ class StreamState:
             if not self._pending:
                 raise
             self._error = error
+
+    def _text_chunk(self, data: str) -> bool:
+        """Take the common chunk's event (its ``data``) on the hot path: one choice, index 0,
+        a text-only delta, no finish_reason, no usage, no error. False for anything else (the
+        general path then takes the event, with every check)."""
+        try:
+            obj = decode_json_text(data)
+        except (ValueError, RecursionError):
+            return False
+        if type(obj) is not dict:
+            return False
+        choices = obj.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return False
+        choice = choices[0]
+        if type(choice) is not dict or choice.get("finish_reason") is not None:
+            return False
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        if index != 0 or type(index) is not int or type(delta) is not dict or len(delta) != 1:
+            return False
+        text = delta.get("content")
+        if type(text) is not str or obj.get("usage") is not None or obj.get("error") is not None:
+            return False
+        self._pending.append((_new_chunk(obj), obj, text))
+        return True
 
     def _first_events_at_eof(self, events: List[ServerSentEvent]) -> List[ServerSentEvent]:
         # Events completed only by the end of the body, before any chunk: a body cut inside its
@@ -312,14 +357,14 @@ class StreamState:
                 raise GatewayStreamError("a chunk's choices is not a list")
             for choice in choices:
                 _check_choice(choice)
-            self._pending.append((ChatCompletionChunk._from_json(obj), obj))
+            self._pending.append((_new_chunk(obj), obj, None))
         elif self._hide_usage_chunk:
             # The usage chunk this client asked for, or one with nothing for the caller (Azure's
             # prompt_filter_results): taken in on the way, never yielded, so that
             # chunk["choices"][0] is always safe. Its other fields go into completion().
-            self._pending.append((None, obj))
+            self._pending.append((None, obj, None))
         else:
-            self._pending.append((ChatCompletionChunk._from_json(obj), obj))
+            self._pending.append((_new_chunk(obj), obj, None))
 
     def completion(self) -> ChatCompletion:
         """What has arrived so far as one ChatCompletion (the whole answer after the end)."""

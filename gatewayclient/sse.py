@@ -87,17 +87,33 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode the next chunk of the stream; return the events it completed, in order."""
+        data = self.whole_data(chunk)
+        if data is not None:
+            return [_new_event(ServerSentEvent, ("message", data, self._last_id, None))]
+        return self.feed_lines(chunk)
+
+    def whole_data(self, chunk: bytes) -> Optional[str]:
+        """The hot path: when nothing is held from earlier reads and ``chunk`` is one whole
+        event of a single ``data: `` line (a chat stream's chunk, as gateways send them), that
+        event's data; the event is ``("message", data, last_id, None)``, and nothing is left
+        held. None for any other read, which ``feed_lines`` then takes; ``feed`` does both."""
         if self._clean and chunk.endswith(b"\n\n") and chunk.startswith(b"data: "):
-            # The hot path, when nothing is held from earlier reads: a read that is one whole
-            # event of a single ``data: `` line (a chat stream's chunk, as gateways send them)
-            # is that event, as the general path would make it, and leaves nothing held.
             try:
                 text = chunk.decode("utf-8")
             except UnicodeDecodeError:
-                text = ""  # invalid bytes (U+FFFD) or a cut character: the general path
+                return None  # invalid bytes (U+FFFD) or a cut character: the general path
             end = len(text) - 2
             if text.find("\n") == end and "\r" not in text:
-                return [_new_event(ServerSentEvent, ("message", text[6:end], self._last_id, None))]
+                return text[6:end]
+        return None
+
+    @property
+    def last_id(self) -> Optional[str]:
+        """The last event ID buffer (what an event dispatched now carries as ``id``)."""
+        return self._last_id
+
+    def feed_lines(self, chunk: bytes) -> list[ServerSentEvent]:
+        """``feed`` through the general path, for a read that ``whole_data`` did not take."""
         events = self._feed(chunk)
         self._clean = not (
             self._partial

@@ -6,7 +6,7 @@ import json
 from typing import Any, Optional
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gatewayclient._core import StreamCall
@@ -1125,3 +1125,77 @@ def test_chunk_shaped_json_raises_only_gateway_errors(
     completion = state.completion()
     json.dumps(completion.to_dict())
     assert tracker.total.requests in (0, 1)
+
+
+def _outcome(state: StreamState, tracker: UsageTracker, pieces: list[bytes]) -> Any:
+    """What a caller sees of a stream read in ``pieces``: the chunks taken, the error (its
+    type and words) after them, the assembled answer and the usage counted."""
+    taken: list[Any] = []
+    error: Optional[tuple[type, str]] = None
+    try:
+        run(state, *pieces, out=taken)
+    except GatewayClientError as exc:
+        error = (type(exc), str(exc))
+    chunks = [chunk.to_dict() for chunk in taken]
+    return chunks, error, state.completion().to_dict(), tracker.total
+
+
+_TEXT_CHUNK = st.builds(
+    lambda text, index, role, finish, extra: chunk(
+        text, index=index, role=role, finish=finish, **extra
+    ),
+    st.text(max_size=5) | st.sampled_from([5, ["x"], {"t": "x"}]),
+    st.sampled_from([0, 0, 0, 1]),
+    st.sampled_from([None, None, "tool"]),
+    st.sampled_from([None, None, "stop"]),
+    st.sampled_from(
+        [{}, {"usage": None}, {"usage": USAGE}, {"error": None}, {"error": {"code": 500}}, {"x": 1}]
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_TEXT_CHUNK | _CHUNK | _JSON, max_size=6), st.booleans(), st.booleans())
+@example([chunk("a"), chunk("b", error={"code": 500})], True, True)
+@example([chunk("a"), chunk("b", role="tool")], True, True)
+@example([chunk("a"), chunk("b", finish="stop")], True, True)
+@example([chunk("a"), chunk("b", usage=USAGE)], True, True)
+@example([chunk("a"), chunk("b", index=1)], True, True)
+@example([chunk("a"), chunk(5)], True, True)  # type: ignore[arg-type]
+@example([chunk("a"), [chunk("b")]], True, True)
+def test_a_read_per_event_gives_what_a_byte_at_a_time_reading_gives(
+    chunks: list[Any], done: bool, hide_usage_chunk: bool
+) -> None:
+    """One event per read takes the hot path for the common chunk (one choice, index 0, a
+    text-only delta, nothing else to take in); reads of one byte never do. A caller sees the
+    same chunks, error, answer and usage either way, whatever the chunks' shapes."""
+    body = b"".join(event(obj) for obj in chunks) + (DONE if done else b"")
+    per_event = [event(obj) for obj in chunks] + ([DONE] if done else [])
+    per_byte = [body[i : i + 1] for i in range(len(body))]
+    outcomes = [_outcome(*new_state(hide_usage_chunk), pieces) for pieces in (per_event, per_byte)]
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_common_chunk_takes_the_hot_path() -> None:
+    """A text-only chunk of one choice read alone skips the general event path; a chunk with
+    anything more to take in (a role, a finish reason, usage, another index) does not."""
+    state, tracker = new_state()
+    general: list[Any] = []
+    original = state._event
+
+    def counted(sse_event: Any) -> None:
+        general.append(json.loads(sse_event.data) if sse_event.data != "[DONE]" else "[DONE]")
+        original(sse_event)
+
+    state._event = counted  # type: ignore[method-assign]
+    first, hot = chunk("", role="assistant"), [chunk("Hel"), chunk("lo")]
+    general_ones = [chunk("!", index=1, role="tool"), chunk(".", finish="length")]
+    general_ones += [chunk("?", index=1, x=1), chunk(finish="stop"), usage_chunk()]
+    out = run(state, *(event(obj) for obj in [first, *hot, *general_ones]), DONE)
+    assert contents(out) == ["", "Hel", "lo", "!", ".", "?", ""]
+    assert general == [first, *general_ones, "[DONE]"]
+    answer = state.completion()
+    assert [choice.message.content for choice in answer.choices] == ["Hello.", "!?"]
+    assert [choice.message.role for choice in answer.choices] == ["assistant", "tool"]
+    assert [choice.finish_reason for choice in answer.choices] == ["stop", None]
+    assert tracker.total == UsageTotals(8, 11, 19, 1)
