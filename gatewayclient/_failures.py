@@ -236,7 +236,13 @@ class Translate:
 
     def __exit__(self, kind: Any, exc: Optional[BaseException], traceback: Any) -> None:
         if exc is not None:
-            request = self.request
-            failure = self.classify(exc, self.proxy, request.timeout)
-            if failure is not None:
-                raise failure_error(failure, request.label, request.url) from exc
+            self.raise_for(exc)
+
+    def raise_for(self, exc: BaseException) -> None:
+        """What leaving the block with ``exc`` does: raise our error for it, or nothing (the
+        caller re-raises ``exc``). A stream's read calls it in its ``except``, so that a read
+        that raises nothing pays no ``with``."""
+        request = self.request
+        failure = self.classify(exc, self.proxy, request.timeout)
+        if failure is not None:
+            raise failure_error(failure, request.label, request.url) from exc

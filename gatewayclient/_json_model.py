@@ -310,7 +310,11 @@ def _model_list(cls: type[GatewayObject], items: Iterable[Any], raw: Any = None)
     if type(raw) is not list:
         raise GatewayResponseError(f"expected a JSON array, got {type(raw).__name__}")
     for entry in raw:  # a loop, not a comprehension: this runs once per stream chunk
-        _append(made, _view(cls, entry))
+        if type(entry) is not dict:
+            _view(cls, entry)  # raises
+        view = _new(cls)  # _view, inline
+        view._raw = entry
+        _append(made, view)
     made._raw = raw
     return made
 
@@ -336,7 +340,10 @@ def _model_field(name: str, cls: type[GatewayObject]) -> property:
         views = self.__dict__  # the typed view is kept under the field's own name
         made = views.get(name)
         if made is None or made._raw is not value:
-            made = views[name] = _view(cls, value)
+            if type(value) is not dict:
+                _view(cls, value)  # raises
+            made = views[name] = _new(cls)  # _view, inline: this runs once per stream chunk
+            made._raw = value
         return made
 
     def write(self: GatewayObject, value: Any) -> None:

@@ -341,8 +341,11 @@ class _NoCookies(http.cookiejar.CookiePolicy):
 def raw_chunks(response: requests.Response) -> Iterator[bytes]:
     """The body as it arrives: each network read, never requests' line iterator."""
     raw = response.raw
+    if raw.chunked and raw.supports_chunked_reads():
+        # each HTTP chunk as it arrives: what raw.stream() hands on, one generator less
+        return raw.read_chunked(None, decode_content=True)
     if raw.chunked:
-        return raw.stream(None, decode_content=True)  # each HTTP chunk as it arrives
+        return raw.stream(None, decode_content=True)
     if hasattr(raw, "read1"):
         return iter(partial(raw.read1, 65536), b"")  # a body without chunked framing
     return response.iter_content(chunk_size=None)

@@ -129,8 +129,11 @@ class AsyncStream(StreamBase):
             response = self._response
             if response is None:
                 return b""
-            with self._translate:
+            try:
                 return await response.content.readany()
+            except BaseException as exc:
+                self._translate.raise_for(exc)  # as ``with self._translate:`` would
+                raise
         except GatewayConnectionError as exc:
             buffered = unread(self._response)
             if buffered:  # hand over what arrived before the failure; raise it on the next read

@@ -121,8 +121,11 @@ class SyncStream(StreamBase):
 
     def _read(self) -> bytes:
         try:
-            with self._translate:
+            try:
                 return next(self._chunks, b"")
+            except BaseException as exc:
+                self._translate.raise_for(exc)  # as ``with self._translate:`` would
+                raise
         except GatewayConnectionError as exc:
             self._release()
             error = self._state.read_failed(exc)
