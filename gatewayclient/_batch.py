@@ -125,7 +125,7 @@ def _custom_id(request: Mapping[str, Any], position: int) -> str:
 # body), items are checked without building their calls, each built when it is sent, so a long
 # batch never holds its requests twice.
 KEPT_BYTES = 16 * 1024 * 1024
-_CALL_BYTES = 1400
+CALL_BYTES = 1400
 
 
 def check_chat_requests(
@@ -155,7 +155,7 @@ def check_chat_requests(
         try:
             if room > 0:
                 call = core.chat(*_chat_args(request))
-                room -= len(call.request.body or b"") + _CALL_BYTES
+                room -= len(call.request.body or b"") + CALL_BYTES
                 checked.append((custom_id, call))
             else:
                 checked.append((custom_id, core.check_chat(_chat_args(request))))

@@ -9,6 +9,7 @@ import sys
 from functools import partial
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence, Tuple
 
+from . import _batch
 from ._batch import Pending, Run, check_concurrency, stops_on_any
 from ._progress import Progress
 from .errors import GatewayValidationError
@@ -28,8 +29,9 @@ def embeddings_run(
     progress: bool,
     params: Dict[str, Any],
 ) -> Tuple[Run, int]:
-    """Check an embeddings batch (each request of at most ``batch_size`` inputs built and
-    dropped): the Run that sends them, stopping at the first error, and the input count."""
+    """Check an embeddings batch (each request of at most ``batch_size`` inputs built; the
+    first ones kept to be sent as built): the Run that sends them, stopping at the first
+    error, and the input count."""
     check_concurrency(concurrency)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise GatewayValidationError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -40,13 +42,21 @@ def embeddings_run(
             raise GatewayValidationError(f"inputs[{position}] must be a non-empty string")
     starts = range(0, len(inputs), batch_size)
     build = partial(_embeddings_slice, core, model, inputs, batch_size, params)
+    # The first requests' Calls are kept from their check and sent as built, as a chat batch's
+    # are (``_batch.KEPT_BYTES`` of them); later ones are built again when sent.
+    kept: List[Call] = []
+    room = _batch.KEPT_BYTES
     for start in starts:
         try:
-            build(start)
+            call = build(start)
         except GatewayValidationError as exc:
             raise GatewayValidationError(f"inputs[{start}:{start + batch_size}]: {exc}") from exc
+        if room > 0:
+            room -= len(call.request.body or b"") + _batch.CALL_BYTES
+            kept.append(call)
     pending = (
-        Pending(index, str(start), partial(build, start)) for index, start in enumerate(starts)
+        Pending(index, str(start), kept[index] if index < len(kept) else partial(build, start))
+        for index, start in enumerate(starts)
     )
     bar = Progress(len(starts), unit="req", enabled=bool(progress))
     run = Run(pending, bar, results=[None] * len(starts), stops=stops_on_any)

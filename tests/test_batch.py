@@ -454,9 +454,7 @@ def test_the_first_items_are_sent_as_built_for_their_check_and_later_ones_built_
 
         monkeypatch.setattr(core_type, name, watched)
 
-    one_call = (
-        len(_batch.chat_call(twin.client._core, request(0)).request.body) + _batch._CALL_BYTES
-    )
+    one_call = len(_batch.chat_call(twin.client._core, request(0)).request.body) + _batch.CALL_BYTES
     for name in made:
         watch(name)
     monkeypatch.setattr(_batch, "KEPT_BYTES", 3 * one_call - 1)  # room for 3 calls
@@ -469,6 +467,31 @@ def test_the_first_items_are_sent_as_built_for_their_check_and_later_ones_built_
     assert sorted(sent_items(gw)) == items
     keys = [r.headers["idempotency-key"] for r in gw.requests]
     assert len(set(keys)) == 5  # every item its own request all the same
+
+
+def test_embedding_requests_are_built_once_while_kept_and_again_when_sent_past_that(
+    twin: Twin, gw: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batch_embeddings keeps the Calls built by its check while they fit in KEPT_BYTES and
+    sends them as built; a later request is built again when it is sent."""
+    core_type = type(twin.client._core)
+    built: List[List[str]] = []
+    real = core_type.embeddings
+
+    def watched(self: Any, model: Any, text: Any, params: Any) -> Any:
+        built.append(list(text))
+        return real(self, model, text, params)
+
+    one_call = len(twin.client._core.embeddings(EMBEDDING_MODEL, ["t0", "t1"], {}).request.body)
+    monkeypatch.setattr(core_type, "embeddings", watched)
+    monkeypatch.setattr(_batch, "KEPT_BYTES", 2 * (one_call + _batch.CALL_BYTES) - 1)
+    texts = [f"t{n}" for n in range(8)]
+    vectors = twin.call("batch_embeddings", EMBEDDING_MODEL, texts, batch_size=2, concurrency=2)
+    assert len(vectors) == 8
+    slices = [texts[n : n + 2] for n in range(0, 8, 2)]
+    assert built[:4] == slices  # the check builds each request once
+    assert sorted(built[4:]) == slices[2:]  # past the first two, built again when sent
+    assert len(gw.requests) == 4
 
 
 def test_a_cancelled_async_batch_keeps_the_lines_it_was_writing(
