@@ -6,17 +6,22 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.cookiejar
+import math
 import os
 import re
 import socket
 import ssl
+import struct
+import sys
 import threading
+import time
 from functools import partial
 from typing import Any, Iterator, List, Optional, Tuple, Union
 
 import requests
 import requests.adapters
 import urllib3
+import urllib3.connection
 import urllib3.exceptions
 
 from . import _halt
@@ -147,11 +152,163 @@ def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float])
     return Failure("other", reason=type(exc).__name__)
 
 
+# -- waits the kernel bounds --------------------------------------------------------------------
+#
+# Python bounds a socket's wait with a poll() before each recv() (two system calls, and two
+# releases of the GIL, for every read): a stream pays that for every chunk, and 200 threads
+# streaming pay it in contention as well (measured in ``benchmarks/many_streams.py``: raw requests
+# with a read timeout cost 1.11-1.18x raw requests without one). On Linux a plain connection's
+# socket instead blocks in recv() with SO_RCVTIMEO (and SO_SNDTIMEO for sends) set to the same
+# timeout: one call per read, the same bound. The kernel's "would block" after that time is the
+# socket timeout Python would have raised, so everything above (http.client, urllib3, our
+# ``classify``) sees what it sees today. TLS connections keep Python's way: OpenSSL would take
+# the kernel's timeout for a non-blocking read. So do sockets that are not the standard library's
+# (gevent's or eventlet's, when they patch ``socket``): they wait in their own loops.
+_KERNEL_WAITS = sys.platform.startswith("linux") and socket.socket.__module__ == "socket"
+_TIMEVAL = "@ll"  # struct timeval on Linux: seconds, microseconds (both C longs)
+_recv_into = socket.socket.recv_into
+_recv = socket.socket.recv
+_send = socket.socket.send
+_sendall = socket.socket.sendall
+_settimeout = socket.socket.settimeout
+
+
+def timeval(seconds: float) -> bytes:
+    """``seconds`` as a struct timeval, rounded up to the microsecond (a zero would mean
+    "wait forever" to the kernel)."""
+    whole = int(seconds)
+    micro = math.ceil((seconds - whole) * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, 0
+    return struct.pack(_TIMEVAL, whole, micro)
+
+
+class KernelTimedSocket(socket.socket):
+    """A connected TCP socket whose timeout (``settimeout``, as Python's) is kept by the kernel:
+    the descriptor blocks, SO_RCVTIMEO and SO_SNDTIMEO bound each wait, and a wait that runs out
+    raises ``socket.timeout`` as Python's own would. ``settimeout(0)`` is non-blocking as ever."""
+
+    __slots__ = ("_kernel", "_wait")
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None):
+        super().__init__(family, type, proto, fileno)
+        self._wait: Optional[float] = 0.0  # what the descriptor is until settimeout says
+        self._kernel = 0.0  # the kernel's bound now; 0: none
+
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> KernelTimedSocket:
+        """``sock``'s connection in a KernelTimedSocket, with ``sock``'s timeout (``sock`` is
+        detached: it no longer owns the descriptor)."""
+        timeout = sock.gettimeout()
+        adopted = cls(sock.family, sock.type, sock.proto, sock.detach())
+        adopted.settimeout(timeout)
+        return adopted
+
+    def settimeout(self, value: Optional[float]) -> None:
+        if value is not None and value > 0:
+            if value != self._kernel:
+                packed = timeval(value)
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, packed)
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, packed)
+                self._kernel = value
+            if self._wait == 0.0:  # the descriptor is non-blocking: make it block
+                _settimeout(self, None)
+        else:
+            _settimeout(self, value)  # None: block, 0: never block (a bad value raises here)
+            if value is None and self._kernel:
+                forever = struct.pack(_TIMEVAL, 0, 0)
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, forever)
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, forever)
+                self._kernel = 0.0
+        self._wait = value
+
+    def gettimeout(self) -> Optional[float]:
+        return self._wait
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._wait
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        try:
+            return _recv_into(self, buffer, nbytes, flags)
+        except BlockingIOError:  # a blocking descriptor's wait ran out; non-blocking: as it is
+            if self._wait:
+                raise socket.timeout("timed out") from None
+            raise
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        try:
+            return _recv(self, bufsize, flags)
+        except BlockingIOError:  # a blocking descriptor's wait ran out; non-blocking: as it is
+            if self._wait:
+                raise socket.timeout("timed out") from None
+            raise
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        try:
+            return _send(self, data, flags)
+        except BlockingIOError:  # a blocking descriptor's wait ran out; non-blocking: as it is
+            if self._wait:
+                raise socket.timeout("timed out") from None
+            raise
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """As Python's: all of ``data`` within the timeout, in all (not per send()). A request
+        the kernel takes at once (most) is one send(); a slower peer's rest is sent with the
+        kernel's bound narrowed to what is left of the timeout."""
+        wait = self._wait
+        if not wait:
+            _sendall(self, data, flags)
+            return
+        started = time.monotonic()
+        total = len(data) if type(data) is bytes else memoryview(data).nbytes
+        try:
+            sent = _send(self, data, flags)
+        except BlockingIOError:
+            raise socket.timeout("timed out") from None
+        if sent < total:
+            self._send_rest(memoryview(data).cast("B"), sent, flags, started + wait)
+
+    def _send_rest(self, view: memoryview, sent: int, flags: int, deadline: float) -> None:
+        try:
+            while sent < len(view):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(left))
+                sent += _send(self, view[sent:], flags)
+        except BlockingIOError:
+            raise socket.timeout("timed out") from None
+        finally:
+            view.release()
+            with contextlib.suppress(OSError):  # a socket closed meanwhile keeps no bound
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(self._kernel))
+
+
+_STANDARD = KernelTimedSocket.__mro__[1]  # the standard library's socket class
+
+
+class _Connection(urllib3.connection.HTTPConnection):
+    """A plain-HTTP connection whose socket waits as ``KernelTimedSocket`` does (on Linux)."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        if _KERNEL_WAITS and type(sock) is _STANDARD and sock.type == socket.SOCK_STREAM:
+            return KernelTimedSocket.adopt(sock)
+        return sock
+
+
 class _Pool(urllib3.HTTPConnectionPool):
     """A pool whose wait for a free connection is bounded by the call's timeout, as aiohttp's
     connector is (requests passes urllib3 no pool timeout, so it would wait forever). A batch
     worker's connections are lent to its halt while in use (``_halt``), so that stopping the
     batch can wake a read blocked on one."""
+
+    ConnectionCls: Any = _Connection
 
     def urlopen(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("pool_timeout") is None:
@@ -181,7 +338,7 @@ def _shut_connection(connection: Any) -> None:
 
 
 class _HTTPSPool(_Pool, urllib3.HTTPSConnectionPool):
-    pass
+    ConnectionCls = urllib3.connection.HTTPSConnection  # Python's waits: see KernelTimedSocket
 
 
 _POOL_CLASSES = {"http": _Pool, "https": _HTTPSPool}
