@@ -4,15 +4,15 @@
     python benchmarks/bench_batch.py --quick     # the smoke: one small round, timings not judged
 
 Throughput (issue 11, item 6): requests per second at equal concurrency against the benchmark
-server (``servers.py``: nginx when installed, else aiohttp), each measurement in a fresh
-process, the clients' order rotated each round: ``batch_chat_completions`` and
-``batch_embeddings`` (one input per request) on each client against a raw aiohttp loop with a
-semaphore (async) and raw requests in a thread pool (sync). Targets: at least 0.9x the raw rate.
-The raw loops do the batch's job: they keep every answer in input order (the parsed chat
-completion; the embedding vector), as a batch returns them (``+keep``). Holding 3,000 vectors
-of 1,536 floats costs a process about 50 µs of CPU per vector (memory it grows into), which a
-loop that drops each answer never pays: the runner also measures that loop (plain ``aiohttp``,
-``requests``) and reports the ratio against it.
+server (``servers.py``: nginx when installed, else aiohttp), each measurement (a warm-up batch,
+then ``repeats()`` batches timed one after another) in a fresh process, the clients' order rotated
+each round: ``batch_chat_completions`` and ``batch_embeddings`` (one input per request) on each
+client against a raw aiohttp loop with a semaphore (async) and raw requests in a thread pool
+(sync). Targets: at least 0.9x the raw rate. The raw loops do the batch's job: they keep every
+answer in input order (the parsed chat completion; the embedding vector), as a batch returns them
+(``+keep``). Holding 3,000 vectors of 1,536 floats costs a process about 50 µs of CPU per vector
+(memory it grows into), which a loop that drops each answer never pays: the runner also measures
+that loop (plain ``aiohttp``, ``requests``) and reports the ratio against it.
 
 base64 (item 7): client CPU per vector of ``batch_embeddings`` with ``encoding_format="base64"``
 against floats as JSON text, from a server of its own answering 256 vectors of 1536 dimensions a
@@ -40,6 +40,17 @@ from servers import Servers, _wait_for_port, free_port
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = 8
+# Batches timed one after another in each measurement. An async batch of 3,000 lasts about
+# 0.4 s, and rounds of one such batch varied by +-15 % on a quiet 2-CPU machine: three are timed.
+# A sync one lasts 2-4 s: one.
+ASYNC_REPEATS = 3
+
+
+def repeats(client: str) -> int:
+    """How many batches a measurement of ``client`` times."""
+    return ASYNC_REPEATS if client.startswith(("aiohttp", "gc-async")) else 1
+
+
 THROUGHPUT = {  # case: (raw client keeping its answers, gatewayclient)
     "chat-async": ("aiohttp+keep", "gc-async"),
     "chat-sync": ("requests+keep", "gc-sync"),
@@ -66,10 +77,11 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     else:
         run = gc_batch(kind, base, url, n, spec.get("encoding"))
     run()  # warm-up: connections, imports, caches
+    repeats = spec.get("repeats", 1)
     wall, cpu = time.perf_counter(), time.process_time()
-    units = run()
+    units = sum(run() for _ in range(repeats))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"wall_s": wall, "cpu_s": cpu, "units": units, "rps": n / wall}
+    return {"wall_s": wall, "cpu_s": cpu, "units": units, "rps": n * repeats / wall}
 
 
 def _answer(kind: str, data: Any) -> Any:
@@ -200,13 +212,15 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
-def throughput(url: str, rounds: int, n: int) -> Dict[str, List[float]]:
+def throughput(url: str, rounds: int, n: int, timed: bool) -> Dict[str, List[float]]:
     ratios: Dict[str, List[float]] = {case: [] for case in THROUGHPUT}
     for round_number in range(rounds):
         for case, clients in THROUGHPUT.items():
             kind = case.split("-")[0]
             order = clients if round_number % 2 == 0 else clients[::-1]
-            rps = {c: child({"kind": kind, "client": c, "n": n, "url": url})["rps"] for c in order}
+            spec = {"kind": kind, "n": n, "url": url}
+            times = {c: repeats(c) if timed else 1 for c in order}
+            rps = {c: child({**spec, "client": c, "repeats": times[c]})["rps"] for c in order}
             ratios[case].append(rps[clients[1]] / rps[clients[0]])
             rates = ", ".join(f"{c} {rps[c]:.0f}/s" for c in clients)
             print(f"round {round_number + 1} {case}: {rates}, ratio {ratios[case][-1]:.2f}")
@@ -259,8 +273,8 @@ def main() -> int:
         return 0
     rounds, n, vectors = (1, 200, 512) if args.quick else (args.rounds, 3000, 256 * 40)
     with tempfile.TemporaryDirectory() as tmp, Servers(Path(tmp)) as servers:
-        print(f"server: {servers.kind}; concurrency {CONCURRENCY}; {n} requests a measurement")
-        ratios = throughput(servers.api_url, rounds, n)
+        print(f"server: {servers.kind}; concurrency {CONCURRENCY}; {n} requests a batch")
+        ratios = throughput(servers.api_url, rounds, n, timed=not args.quick)
     cpu = base64_cpu(rounds, vectors)
     print("\nmedian [min-max] over rounds:")
     failed = False

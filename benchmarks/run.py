@@ -33,6 +33,7 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import bench_batch
 import report
 from cases import CASES, MEMORY_CLIENTS, OPTIONAL, Case, base_client, variant
 from servers import Servers
@@ -150,11 +151,13 @@ def measure_streams(case: Case, client: str, n: int, ctx: Context) -> Dict[str, 
 
 def measure_batch(case: Case, client: str, n: int, ctx: Context) -> Dict[str, Any]:
     kind = case.options["of"]
-    spec = {"kind": kind, "client": client.split("@", 1)[0], "n": n, "url": ctx.servers.api_url}
+    name = client.split("@", 1)[0]
+    repeats = 1 if ctx.quick or kind == "vectors" else bench_batch.repeats(name)
+    spec = {"kind": kind, "client": name, "n": n, "url": ctx.servers.api_url, "repeats": repeats}
     if kind == "vectors":
         spec.update(url=ctx.vectors_url, encoding=variant(client))
     argv = [sys.executable, str(HERE / "bench_batch.py"), "--measure", json.dumps(spec)]
-    return {"calls": n, "connections": 0, **run_process(argv, _env(client, ctx))}
+    return {"calls": n * repeats, "connections": 0, **run_process(argv, _env(client, ctx))}
 
 
 def measure_memory(client: str, ctx: Context) -> Dict[str, Any]:
