@@ -160,6 +160,7 @@ _CHUNK_FIELDS = frozenset((*_HEAD_FIELDS, "object", "choices", "usage"))
 _Entry = Tuple[Optional[ChatCompletionChunk], Dict[str, Any], Optional[str]]
 _DONE: Dict[str, Any] = {}
 _DONE_ENTRY: _Entry = (None, _DONE, None)
+_Common = Tuple[ChatCompletionChunk, Dict[str, Any], str]  # a common chunk's entry
 _new_chunk = ChatCompletionChunk._from_json
 
 
@@ -212,14 +213,7 @@ class StreamState:
         while pending:
             chunk, obj, text = pending.pop(0)
             if text is not None:  # the common chunk: its text is all it adds
-                if not self._head:
-                    self._head = {key: obj[key] for key in _HEAD_FIELDS if obj.get(key) is not None}
-                parts = self._choices.get(0)
-                if parts is None:
-                    parts = self._choices[0] = _ChoiceParts()
-                parts.content.append(text)
-                self.started = True
-                return chunk  # type: ignore[return-value]
+                return self._take_text(chunk, obj, text)  # type: ignore[arg-type]
             if obj is _DONE:
                 self.done = True
                 self._tracker.record(self._model, self._usage)
@@ -232,6 +226,19 @@ class StreamState:
         if self._error is not None:
             raise self._error
         return END if self.done else NEED_DATA
+
+    def _take_text(
+        self, chunk: ChatCompletionChunk, obj: Dict[str, Any], text: str
+    ) -> ChatCompletionChunk:
+        """Take the common chunk: its text is all it adds to the answer."""
+        if not self._head:
+            self._head = {key: obj[key] for key in _HEAD_FIELDS if obj.get(key) is not None}
+        parts = self._choices.get(0)
+        if parts is None:
+            parts = self._choices[0] = _ChoiceParts()
+        parts.content.append(text)
+        self.started = True
+        return chunk
 
     def _take_in(self, obj: Dict[str, Any]) -> None:
         """Add what a chunk carries (checked when it was received) to the answer."""
@@ -266,9 +273,13 @@ class StreamState:
                 text = decoder.whole_data(data)
                 if text is None:
                     events = decoder.feed_lines(data)
-                elif self._received_done or self._text_chunk(text):
+                elif self._received_done:
                     return
                 else:
+                    entry = self._common(text)
+                    if entry is not None:
+                        self._pending.append(entry)
+                        return
                     events = [ServerSentEvent("message", text, decoder.last_id, None)]
             else:
                 events = self._decoder.flush()
@@ -283,36 +294,57 @@ class StreamState:
                     raise GatewayConnectionError("the stream closed before its first event")
                 raise GatewayStreamError("the stream ended before [DONE]: the answer is incomplete")
         except GatewayClientError as error:
-            redact_error(error, self._secret)  # wire text may echo the token
-            if not self._pending:
-                raise
-            self._error = error
+            self._keep(error)
 
-    def _text_chunk(self, data: str) -> bool:
-        """Take the common chunk's event (its ``data``) on the hot path: one choice, index 0,
-        a text-only delta, no finish_reason, no usage, no error. False for anything else (the
-        general path then takes the event, with every check)."""
+    def _keep(self, error: GatewayClientError) -> None:
+        """An error of a read: raised now when no chunk is waiting, else kept for ``take``."""
+        redact_error(error, self._secret)  # wire text may echo the token
+        if not self._pending:
+            raise error
+        self._error = error
+
+    def feed_take(self, data: bytes) -> Union[ChatCompletionChunk, _Signal]:
+        """``feed(data)``, then ``take()``, as a client's loop does after ``take()`` asked for
+        data. The common chunk read as one whole event, with nothing waiting before it, goes
+        straight from the read to the caller."""
+        if data and not self._pending and not self._received_done:
+            text = self._decoder.whole_data(data)
+            if text is not None:
+                entry = self._common(text)
+                if entry is not None:
+                    return self._take_text(entry[0], entry[1], entry[2])
+                try:  # any other event: the general path, as feed() takes it
+                    self._event(ServerSentEvent("message", text, self._decoder.last_id, None))
+                except GatewayClientError as error:
+                    self._keep(error)
+                return self.take()
+        self.feed(data)
+        return self.take()
+
+    def _common(self, data: str) -> Optional[_Common]:
+        """The common chunk's entry, for an event's ``data``: one choice, index 0, a text-only
+        delta, no finish_reason, no usage, no error. None for anything else (the general path
+        then takes the event, with every check)."""
         try:
             obj = decode_json_text(data)
         except (ValueError, RecursionError):
-            return False
+            return None
         if type(obj) is not dict:
-            return False
+            return None
         choices = obj.get("choices")
         if type(choices) is not list or len(choices) != 1:
-            return False
+            return None
         choice = choices[0]
         if type(choice) is not dict or choice.get("finish_reason") is not None:
-            return False
+            return None
         index = choice.get("index", 0)
         delta = choice.get("delta")
         if index != 0 or type(index) is not int or type(delta) is not dict or len(delta) != 1:
-            return False
+            return None
         text = delta.get("content")
         if type(text) is not str or obj.get("usage") is not None or obj.get("error") is not None:
-            return False
-        self._pending.append((_new_chunk(obj), obj, text))
-        return True
+            return None
+        return (_new_chunk(obj), obj, text)
 
     def _first_events_at_eof(self, events: List[ServerSentEvent]) -> List[ServerSentEvent]:
         # Events completed only by the end of the body, before any chunk: a body cut inside its

@@ -60,8 +60,7 @@ class AsyncStream(StreamBase):
                 self._opened = True
             item = self._state.take()
             while item is NEED_DATA:
-                self._state.feed(await self._read())
-                item = self._state.take()
+                item = self._state.feed_take(await self._read())
         except BaseException as exc:
             self._release()
             if self._stopped and isinstance(exc, GatewayClientError):

@@ -58,8 +58,7 @@ class SyncStream(StreamBase):
                 self._opened = True
             item = self._state.take()
             while item is NEED_DATA:
-                self._state.feed(self._read())
-                item = self._state.take()
+                item = self._state.feed_take(self._read())
         except BaseException as exc:
             self._release()
             if self._stopped and isinstance(exc, GatewayClientError):

@@ -131,6 +131,19 @@ def run(
     return items
 
 
+def client_run(state: StreamState, *pieces: bytes, out: list[Any]) -> list[Any]:
+    """As the clients drive a stream: ``take``, and while it asks for data, ``feed_take`` the
+    next read (``b""`` after the last piece)."""
+    reads = iter([*pieces, b""])
+    while True:
+        item = state.take()
+        while item is NEED_DATA:
+            item = state.feed_take(next(reads))
+        if item is END:
+            return out
+        out.append(item)
+
+
 def contents(chunks: list[Any]) -> list[str]:
     return [c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]]
 
@@ -676,11 +689,12 @@ def test_error_after_chunks_keeps_the_received_text() -> None:
     assert tracker.total == UsageTotals()
 
 
-def test_error_event_hides_the_token() -> None:
+@pytest.mark.parametrize("driver", [run, client_run], ids=["feed-take", "as-clients"])
+def test_error_event_hides_the_token(driver: Any) -> None:
     state, _ = new_state(secret=TOKEN)
     payload = {"error": {"message": f"bad key {TOKEN}", "type": "authentication_error"}}
     with pytest.raises(GatewayAuthError) as caught:
-        run(state, event(payload))
+        driver(state, event(payload), out=[])
     assert TOKEN not in str(caught.value)
     assert TOKEN not in repr(caught.value)
     assert TOKEN not in json.dumps(caught.value.body)
@@ -1127,13 +1141,16 @@ def test_chunk_shaped_json_raises_only_gateway_errors(
     assert tracker.total.requests in (0, 1)
 
 
-def _outcome(state: StreamState, tracker: UsageTracker, pieces: list[bytes]) -> Any:
-    """What a caller sees of a stream read in ``pieces``: the chunks taken, the error (its
-    type and words) after them, the assembled answer and the usage counted."""
+def _outcome(
+    state: StreamState, tracker: UsageTracker, pieces: list[bytes], driver: Any = run
+) -> Any:
+    """What a caller sees of a stream read in ``pieces`` (``feed`` and ``take``, or as the
+    clients drive it): the chunks taken, the error (its type and words) after them, the
+    assembled answer and the usage counted."""
     taken: list[Any] = []
     error: Optional[tuple[type, str]] = None
     try:
-        run(state, *pieces, out=taken)
+        driver(state, *pieces, out=taken)
     except GatewayClientError as exc:
         error = (type(exc), str(exc))
     chunks = [chunk.to_dict() for chunk in taken]
@@ -1172,11 +1189,16 @@ def test_a_read_per_event_gives_what_a_byte_at_a_time_reading_gives(
     body = b"".join(event(obj) for obj in chunks) + (DONE if done else b"")
     per_event = [event(obj) for obj in chunks] + ([DONE] if done else [])
     per_byte = [body[i : i + 1] for i in range(len(body))]
-    outcomes = [_outcome(*new_state(hide_usage_chunk), pieces) for pieces in (per_event, per_byte)]
-    assert outcomes[0] == outcomes[1]
+    outcomes = [
+        _outcome(*new_state(hide_usage_chunk), pieces, driver)
+        for pieces in (per_event, per_byte)
+        for driver in (run, client_run)
+    ]
+    assert outcomes[1:] == outcomes[:1] * 3
 
 
-def test_the_common_chunk_takes_the_hot_path() -> None:
+@pytest.mark.parametrize("driver", [run, client_run], ids=["feed-take", "as-clients"])
+def test_the_common_chunk_takes_the_hot_path(driver: Any) -> None:
     """A text-only chunk of one choice read alone skips the general event path; a chunk with
     anything more to take in (a role, a finish reason, usage, another index) does not."""
     state, tracker = new_state()
@@ -1191,7 +1213,7 @@ def test_the_common_chunk_takes_the_hot_path() -> None:
     first, hot = chunk("", role="assistant"), [chunk("Hel"), chunk("lo")]
     general_ones = [chunk("!", index=1, role="tool"), chunk(".", finish="length")]
     general_ones += [chunk("?", index=1, x=1), chunk(finish="stop"), usage_chunk()]
-    out = run(state, *(event(obj) for obj in [first, *hot, *general_ones]), DONE)
+    out = driver(state, *(event(obj) for obj in [first, *hot, *general_ones]), DONE, out=[])
     assert contents(out) == ["", "Hel", "lo", "!", ".", "?", ""]
     assert general == [first, *general_ones, "[DONE]"]
     answer = state.completion()
@@ -1199,3 +1221,16 @@ def test_the_common_chunk_takes_the_hot_path() -> None:
     assert [choice.message.role for choice in answer.choices] == ["assistant", "tool"]
     assert [choice.finish_reason for choice in answer.choices] == ["stop", None]
     assert tracker.total == UsageTotals(8, 11, 19, 1)
+
+
+def test_feed_take_gives_what_waits_first_and_nothing_after_the_end() -> None:
+    """``feed_take`` is ``feed`` then ``take`` whatever waits: chunks already received come
+    before the new read's, and a read after ``[DONE]`` adds nothing."""
+    state, _ = new_state()
+    state.feed(event(chunk("a")) + event(chunk("b")))
+    assert contents([state.feed_take(event(chunk("c")))]) == ["a"]
+    assert contents(drain(state)) == ["b", "c"]
+    assert state.feed_take(DONE) is END
+    assert state.feed_take(event(chunk("late"))) is END
+    assert state.take() is END
+    assert state.completion().choices[0].message.content == "abc"
