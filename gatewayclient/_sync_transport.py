@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.cookiejar
+import io
 import math
 import os
 import re
@@ -232,6 +233,15 @@ class KernelTimedSocket(socket.socket):
     def setblocking(self, flag: bool) -> None:
         self.settimeout(None if flag else 0.0)
 
+    def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kwargs: Any) -> Any:
+        """As Python's; ``"rb"`` (what http.client asks for) reads through ``_KernelTimedIO``,
+        one C ``recv_into`` per read."""
+        if mode != "rb" or buffering is not None or kwargs:
+            return super().makefile(mode, buffering, **kwargs)  # type: ignore[call-overload]
+        raw = _KernelTimedIO(self, "rb")
+        self._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile counts it
+        return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         try:
             return _recv_into(self, buffer, nbytes, flags)
@@ -287,6 +297,30 @@ class KernelTimedSocket(socket.socket):
             view.release()
             with contextlib.suppress(OSError):  # a socket closed meanwhile keeps no bound
                 self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(self._kernel))
+
+
+class _KernelTimedIO(socket.SocketIO):
+    """``socket.SocketIO`` over a KernelTimedSocket: the read is the socket's C ``recv_into``
+    itself (no Python frame around it), and a wait that ran out is ``socket.timeout``, as
+    SocketIO makes Python's own timeout."""
+
+    _sock: KernelTimedSocket
+    _timeout_occurred: bool
+
+    def readinto(self, b: Any) -> Optional[int]:
+        self._checkClosed()
+        if self._timeout_occurred:
+            raise OSError("cannot read from timed out object")
+        try:
+            return _recv_into(self._sock, b)
+        except BlockingIOError:
+            if not self._sock._wait:
+                return None  # non-blocking and nothing there yet: SocketIO's answer
+            self._timeout_occurred = True
+            raise socket.timeout("timed out") from None
+        except socket.timeout:
+            self._timeout_occurred = True
+            raise
 
 
 _STANDARD = KernelTimedSocket.__mro__[1]  # the standard library's socket class

@@ -98,13 +98,12 @@ class SSEDecoder:
         event's data; the event is ``("message", data, last_id, None)``, and nothing is left
         held. None for any other read, which ``feed_lines`` then takes; ``feed`` does both."""
         if self._clean and chunk.endswith(b"\n\n") and chunk.startswith(b"data: "):
-            try:
-                text = chunk.decode("utf-8")
-            except UnicodeDecodeError:
-                return None  # invalid bytes (U+FFFD) or a cut character: the general path
-            end = len(text) - 2
-            if text.find("\n") == end and "\r" not in text:
-                return text[6:end]
+            end = len(chunk) - 2
+            if chunk.find(b"\n") == end and b"\r" not in chunk:
+                try:
+                    return chunk[6:end].decode("utf-8")
+                except UnicodeDecodeError:
+                    return None  # invalid bytes (U+FFFD) or a cut character: the general path
         return None
 
     @property

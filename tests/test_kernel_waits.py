@@ -105,6 +105,35 @@ def test_a_send_bounds_all_of_its_data_not_each_part_that_leaves() -> None:
             reader.join()
 
 
+def test_its_binary_reader_reads_and_times_out_as_pythons_does() -> None:
+    """What http.client reads through (``makefile("rb")``): C reads, Python's errors."""
+    with connected(0.25) as (sock, peer):
+        reader = sock.makefile("rb")
+        try:
+            assert type(reader.raw).__name__ == "_KernelTimedIO"
+            peer.sendall(b"line one\r\nrest")
+            assert reader.readline() == b"line one\r\n"
+            assert reader.read1(100) == b"rest"
+            started = time.monotonic()
+            with pytest.raises(socket.timeout):
+                reader.read1(100)
+            assert 0.2 <= time.monotonic() - started < 2
+            with pytest.raises(OSError, match="timed out object"):
+                reader.read1(100)
+        finally:
+            reader.close()
+    with connected(0.0) as (sock, peer), sock.makefile("rb") as reader:
+        assert reader.raw.readinto(bytearray(8)) is None  # non-blocking: nothing there yet
+        peer.sendall(b"now")
+        time.sleep(0.05)
+        assert reader.read1(8) == b"now"
+    with connected(0.25) as (sock, peer), sock.makefile("r", encoding="utf-8") as text:
+        peer.sendall("héllo\n".encode())
+        assert text.readline() == "héllo\n"  # other modes: Python's own reader
+        with pytest.raises(socket.timeout):
+            text.readline()
+
+
 def test_zero_never_blocks_and_none_waits_for_ever() -> None:
     with connected(0.2) as (sock, peer):
         sock.settimeout(0.0)
