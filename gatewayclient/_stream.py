@@ -267,10 +267,13 @@ class StreamState:
         waiting, else kept for ``take``: what the gateway sent before it is never lost, and an
         error counts as "before the first chunk" (retryable) only when no chunk preceded it.
         """
+        self._feed(data, self._decoder.whole_data(data) if data else None)
+
+    def _feed(self, data: bytes, text: Optional[str]) -> None:
+        """``feed``, given what ``whole_data`` said of ``data``."""
         try:
             if data:
                 decoder = self._decoder
-                text = decoder.whole_data(data)
                 if text is None:
                     events = decoder.feed_lines(data)
                 elif self._received_done:
@@ -318,6 +321,8 @@ class StreamState:
                 except GatewayClientError as error:
                     self._keep(error)
                 return self.take()
+            self._feed(data, None)  # not one whole event: the line machinery
+            return self.take()
         self.feed(data)
         return self.take()
 

@@ -184,6 +184,22 @@ def timeval(seconds: float) -> bytes:
     return struct.pack(_TIMEVAL, whole, micro)
 
 
+def _timed(method: Any) -> Any:
+    """``method`` of the socket, with a blocking descriptor's EAGAIN (its SO_*TIMEO ran out)
+    raised as ``socket.timeout``; a non-blocking socket's as it is."""
+
+    def call(self: KernelTimedSocket, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except BlockingIOError:
+            if self._wait:
+                raise socket.timeout("timed out") from None
+            raise
+
+    call.__name__ = method.__name__
+    return call
+
+
 class KernelTimedSocket(socket.socket):
     """A connected TCP socket whose timeout (``settimeout``, as Python's) is kept by the kernel:
     the descriptor blocks, SO_RCVTIMEO and SO_SNDTIMEO bound each wait, and a wait that runs out
@@ -242,29 +258,10 @@ class KernelTimedSocket(socket.socket):
         self._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile counts it
         return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        try:
-            return _recv_into(self, buffer, nbytes, flags)
-        except BlockingIOError:  # a blocking descriptor's wait ran out; non-blocking: as it is
-            if self._wait:
-                raise socket.timeout("timed out") from None
-            raise
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        try:
-            return _recv(self, bufsize, flags)
-        except BlockingIOError:  # a blocking descriptor's wait ran out; non-blocking: as it is
-            if self._wait:
-                raise socket.timeout("timed out") from None
-            raise
-
-    def send(self, data: Any, flags: int = 0) -> int:
-        try:
-            return _send(self, data, flags)
-        except BlockingIOError:  # a blocking descriptor's wait ran out; non-blocking: as it is
-            if self._wait:
-                raise socket.timeout("timed out") from None
-            raise
+    # A wait that runs out: EAGAIN from a blocking descriptor, raised as Python's timeout.
+    recv_into = _timed(_recv_into)
+    recv = _timed(_recv)
+    send = _timed(_send)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """As Python's: all of ``data`` within the timeout, in all (not per send()). A request
