@@ -68,6 +68,21 @@ class _Protocol(aiohttp.client_proto.ResponseHandler):
         if self._read_timeout_handle is None:
             self._read_timeout_handle = self._loop.call_at(self._deadline, self._on_read_timeout)
 
+    def set_exception(self, exc: BaseException, *args: Any) -> None:
+        """aiohttp's, and the body being read gets the error too. aiohttp puts an error of its
+        HTTP parser (a chunk size that is not hex, a chunk shorter than its size) on the
+        connection only, and drops the read timeout with it: a reader waiting for the body's
+        next bytes would wait forever (aiohttp 3.14, its C parser). The reader gets what
+        aiohttp gives a body that ended early, ``ClientPayloadError``."""
+        payload = self._payload
+        super().set_exception(exc, *args)
+        if payload is not None and payload.exception() is None and not payload.is_eof():
+            if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):
+                error = aiohttp.ClientPayloadError(f"Response payload is not completed: {exc!r}")
+                error.__cause__ = exc
+                exc = error
+            payload.set_exception(exc)
+
     def _on_read_timeout(self) -> None:
         handle = self._read_timeout_handle
         if handle is not None and self._deadline > handle.when():  # bytes came since
@@ -138,9 +153,31 @@ def _connector_failure(exc: aiohttp.ClientConnectorError, proxy: Optional[str]) 
     return _os_failure("connect", exc.os_error)
 
 
+def _broken_framing(exc: BaseException) -> bool:
+    """Whether aiohttp's parser refused the body's chunked framing (a chunk size that is not
+    hex, say), not the head: in the same read as the head, it fails the response as a whole.
+    Its pure-Python parser says so by type, its C parser (llhttp) only in words."""
+    causes: List[BaseException] = []
+    cause: Optional[BaseException] = exc
+    while cause is not None and len(causes) < 4:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return any(
+        isinstance(c, aiohttp.http_exceptions.TransferEncodingError)
+        or (
+            isinstance(c, aiohttp.http_exceptions.HttpProcessingError)
+            and "chunk" in str(c.message).lower()
+        )
+        for c in causes
+    )
+
+
 def classify(exc: BaseException, proxy: Optional[str], timeout: Optional[float]) -> Any:
     """The Failure that an aiohttp exception (or an OSError or timeout under it) stands for;
     None for anything else: cancellation and bugs surface as themselves."""
+    parsed = (aiohttp.http_exceptions.HttpProcessingError, aiohttp.ClientResponseError)
+    if isinstance(exc, parsed) and _broken_framing(exc):  # as when it breaks off in a later read
+        return Failure("dropped", reason="the body was cut short")
     if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):  # the parser's, unwrapped
         return Failure("malformed", reason=_parser_defect(exc, [exc]))
     if isinstance(exc, _WriteTimeout):
