@@ -9,10 +9,13 @@ It starts the local servers (``servers.py``: nginx when installed, else aiohttp;
 always from aiohttp; the drip servers, the vectors server and a redis-server when a chosen case
 needs them), then, round after round, runs every (case, client) measurement in a fresh process
 (``workloads.py``, ``many_streams.py``, ``bench_batch.py``), clients interleaved and their order
-rotated each round. Every ratio is taken within a round against another client of the same
-round (the case's first, or the one its target names); the table gives the median and min-max
-over the rounds. The cases and their targets are in ``cases.py``; summaries and verdicts in
-``report.py``. Prints the table and the targets, writes JSON to benchmarks/results/.
+rotated each round; a case with ``processes`` > 1 measures each client in that many processes
+per round (its units split between them, interleaved with the other clients') and takes the
+median process's CPU per unit as the round's. Every ratio is taken within a round against
+another client of the same round (the case's first, or the one its target names); the table
+gives the median and min-max over the rounds. The cases and their targets are in ``cases.py``;
+summaries and verdicts in ``report.py``. Prints the table and the targets, writes JSON to
+benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ def _env(client: str, ctx: Context, imports: bool = False) -> Dict[str, str]:
     return env
 
 
-def measure(case: Case, client: str, ctx: Context) -> Dict[str, Any]:
-    result = _measure(case, client, ctx)
+def measure(case: Case, client: str, ctx: Context, n: Optional[int] = None) -> Dict[str, Any]:
+    result = _measure(case, client, ctx, case.calls(client, ctx.quick) if n is None else n)
     if client.endswith("@base"):
         strays = [d for d in result["package_dirs"] if not d.startswith(ctx.baseline)]
         if strays or not result["package_dirs"]:
@@ -102,8 +105,7 @@ def measure(case: Case, client: str, ctx: Context) -> Dict[str, Any]:
     return result
 
 
-def _measure(case: Case, client: str, ctx: Context) -> Dict[str, Any]:
-    n = case.calls(client, ctx.quick)
+def _measure(case: Case, client: str, ctx: Context, n: int) -> Dict[str, Any]:
     if case.kind == "import":
         return measure_import(client, n, ctx)
     if case.kind == "streams":
@@ -187,14 +189,56 @@ def available(case: Case, with_openai: bool, ctx: Context) -> List[str]:
     return [client for client in case.clients if measured(client)]
 
 
+def shares(total: int, parts: int) -> List[int]:
+    """``total`` units split into ``parts`` (at least one unit each)."""
+    parts = max(1, min(parts, total))
+    size, extra = divmod(total, parts)
+    return [size + (part < extra) for part in range(parts)]
+
+
+SUMMED = ("cpu_s", "wall_s", "units", "calls", "connections", "spans")
+
+
+def merged(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One round's result from its processes. CPU and wall time per unit are the median
+    process's: interference only ever adds time, and one process that a burst (a neighbour, the
+    scheduler placing it on the server's CPU) slowed by 20 % moves a sum by 5 %, a median not
+    at all. Units and counts are summed; the rest is as the first process had it
+    (package_dirs: all of them); each process's CPU per unit and the sums are kept."""
+    if len(parts) == 1:
+        return parts[0]
+    result = {**parts[0], **{key: sum(part[key] for part in parts) for key in SUMMED
+                             if key in parts[0]}}  # fmt: skip
+    result["cpu_s_sum"], result["wall_s_sum"] = result["cpu_s"], result["wall_s"]
+    for key in ("cpu_s", "wall_s"):
+        per_unit = statistics.median(part[key] / part["units"] for part in parts)
+        result[key] = per_unit * result["units"]
+    result["package_dirs"] = sorted({d for part in parts for d in part.get("package_dirs", ())})
+    result["per_process_cpu_us"] = [part["cpu_s"] / part["units"] * 1e6 for part in parts]
+    return result
+
+
+def run_round(case: Case, clients: List[str], ctx: Context, index: int) -> Dict[str, Any]:
+    """Each client's result for round ``index``: measured in ``case.processes`` processes (2 at
+    most in --quick), the clients' processes interleaved and their order rotated each time."""
+    processes = min(case.processes, 2) if ctx.quick else case.processes
+    parts: Dict[str, List[Dict[str, Any]]] = {client: [] for client in clients}
+    for part in range(processes):
+        for client in rotated(clients, index + part):
+            units = shares(case.calls(client, ctx.quick), processes)
+            if part < len(units):
+                parts[client].append(measure(case, client, ctx, units[part]))
+    return {client: merged(results) for client, results in parts.items()}
+
+
 def run_rounds(
     cases: List[Case], ctx: Context, rounds: int, with_openai: bool
 ) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
     samples: Dict[str, Dict[str, List[Dict[str, Any]]]] = {case.name: {} for case in cases}
     for index in range(rounds):
         for case in cases:
-            for client in rotated(available(case, with_openai, ctx), index):
-                result = measure(case, client, ctx)
+            clients = available(case, with_openai, ctx)
+            for client, result in run_round(case, clients, ctx, index).items():
                 samples[case.name].setdefault(client, []).append(result)
                 per_unit = result["cpu_s"] / result["units"] * 1e6
                 print(f"round {index + 1}/{rounds}  {case.name:<17} {client:<21} "
