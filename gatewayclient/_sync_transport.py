@@ -4,6 +4,7 @@ as it arrives, and the one place where requests and urllib3 exceptions become ou
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import http.cookiejar
 import io
@@ -387,6 +388,25 @@ class _Adapter(requests.adapters.HTTPAdapter):
         manager = super().proxy_manager_for(*args, **kwargs)
         manager.pool_classes_by_scheme = _POOL_CLASSES
         return manager
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:
+        """requests' own, without the ``os.path.isdir(verify)`` it asks on every call when
+        ``verify`` names a CA bundle or directory (a ``stat()`` per request, which the
+        configuration's CA path, fixed and checked at construction, answers once)."""
+        if not isinstance(verify, str):
+            return super().build_connection_pool_key_attributes(request, verify, cert)
+        host, given = super().build_connection_pool_key_attributes(request, False, cert)
+        pool: Any = dict(given)
+        pool["cert_reqs"] = "CERT_REQUIRED"
+        pool["ca_cert_dir" if _is_directory(verify) else "ca_certs"] = verify
+        return host, pool
+
+
+@functools.lru_cache(maxsize=16)
+def _is_directory(path: str) -> bool:
+    return os.path.isdir(path)
 
 
 class Transport:

@@ -226,3 +226,42 @@ def test_a_bad_ca_path_from_a_variable_names_the_variable(
         message = str(caught.value)
         assert message.startswith(variable) and str(path) in message
         assert "verify=" not in message
+
+
+def test_the_sync_client_asks_whether_its_ca_path_is_a_directory_once(
+    ca: trustme.CA, ca_directory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests asks ``os.path.isdir(verify)`` on every call, plain HTTP included (a stat() per
+    request, to build the pool key); the sync client answers it once per CA path, and its pools
+    get the key requests would give them: ``ca_cert_dir`` for a directory, ``ca_certs`` for a
+    bundle file. (Over HTTPS requests' ``cert_verify`` still looks at the path on every call:
+    it raises when the bundle has gone.)"""
+    import os.path
+
+    import requests.adapters
+
+    bundle = tmp_path / "bundle.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    asked: List[str] = []
+    real_isdir = os.path.isdir
+
+    def counting_isdir(path: Any) -> bool:
+        asked.append(str(path))
+        return real_isdir(path)
+
+    with FakeGateway() as gateway:
+        for verify in (str(ca_directory), str(bundle)):
+            with SyncGatewayClient(gateway.url, "test-token", verify=verify) as client:
+                with monkeypatch.context() as patch:
+                    patch.setattr(os.path, "isdir", counting_isdir)
+                    for _ in range(3):
+                        assert client.chat_completion(CHAT_MODEL, HELLO).choices[0].message.content
+                assert asked.count(verify) == 1  # 3 before: one per call
+                adapter = client._transport.session().get_adapter(gateway.url)
+                request = requests.Request("POST", gateway.url).prepare()
+                ours = adapter.build_connection_pool_key_attributes(request, verify)
+                theirs = requests.adapters._urllib3_request_context(
+                    request, verify, None, adapter.poolmanager
+                )
+                assert ours == theirs
+                assert ("ca_cert_dir" in ours[1]) is (verify == str(ca_directory))
