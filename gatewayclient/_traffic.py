@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+A = TypeVar("A")
 logger = logging.getLogger("gatewayclient")
 _REDIS_WINDOW = "gatewayclient._budget_redis"
 
@@ -64,7 +65,7 @@ def _waited(limit: RateLimit, waited: float, wait: float) -> None:
 def take(limit: RateLimit, cost: int) -> Ticket:
     """A ticket for one attempt, after waiting for room (raises the budget's refusal when
     the wait would pass ``max_wait``)."""
-    source = window(limit)
+    source = limit.local if limit.storage is None else window(limit)
     waited = 0.0
     while True:
         got = source.take(cost)
@@ -155,11 +156,12 @@ async def asettle(ticket: Ticket, answer: Any) -> None:
         )
 
 
-def spend(limit: RateLimit, cost: int, attempt: Callable[[], T]) -> T:
-    """One attempt under the budget: a ticket first, then the answer's tokens settled."""
+def spend(limit: RateLimit, cost: int, attempt: Callable[[A], T], call: A) -> T:
+    """One attempt, ``attempt(call)``, under the budget: a ticket first, then the answer's
+    tokens settled."""
     ticket = take(limit, cost)
     try:
-        answer = attempt()
+        answer = attempt(call)
     except GatewayClientError as error:
         failed(ticket, error)
         raise
@@ -167,14 +169,16 @@ def spend(limit: RateLimit, cost: int, attempt: Callable[[], T]) -> T:
     return answer
 
 
-async def aspend(limit: RateLimit, cost: int, attempt: Callable[[], Awaitable[T]]) -> T:
+async def aspend(
+    limit: RateLimit, cost: int, attempt: Callable[[A], Awaitable[T]], call: A
+) -> T:
     """The awaitable twin of ``spend``."""
     # An in-process budget with room awaits nothing: its ticket and its settling are taken
     # here, without the coroutines of atake and asettle (a microsecond of a call's ten).
     got = limit.local.take(cost) if limit.storage is None else None
     ticket = got if isinstance(got, Ticket) else await atake(limit, cost)
     try:
-        answer = await attempt()
+        answer = await attempt(call)
     except GatewayClientError as error:
         await afailed(ticket, error)
         raise

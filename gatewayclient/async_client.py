@@ -194,7 +194,7 @@ class AsyncGatewayClient(ClientBase):
         limit = self._core.config.rate_limit
         if limit is None:
             return await self._exchange(call)
-        return await _traffic.aspend(limit, call.cost, partial(self._exchange, call))
+        return await _traffic.aspend(limit, call.cost, self._exchange, call)
 
     async def _run_one(self, call: Call) -> Any:
         attempt = self._exchange if self._core.config.rate_limit is None else self._attempt

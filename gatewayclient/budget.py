@@ -56,12 +56,20 @@ class LocalWindow:
         """A ticket for a request reserving ``cost`` tokens, or the seconds until one may fit."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._expire(now)
-            wait = self._wait(cost, now)
-            if wait > 0:
-                return wait
+            log = self._log
+            if log and log[0].at <= now - self.per:
+                self._expire(now)
+            requests, tokens = self.requests, self.tokens
+            if (  # room, the common case, is seen without working out a wait
+                self._paused_until > now
+                or (requests is not None and len(log) >= requests)
+                or (tokens is not None and self._held + cost > tokens)
+            ):
+                wait = self._wait(cost, now)
+                if wait > 0:
+                    return wait
             ticket = Ticket(now, cost, self)
-            self._log.append(ticket)
+            log.append(ticket)
             self._held += cost
             return ticket
 

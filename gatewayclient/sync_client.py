@@ -181,7 +181,7 @@ class SyncGatewayClient(ClientBase):
         limit = self._core.config.rate_limit
         if limit is None:
             return self._exchange(call)
-        return _traffic.spend(limit, call.cost, partial(self._exchange, call))
+        return _traffic.spend(limit, call.cost, self._exchange, call)
 
     def _run_one(self, call: Call) -> Any:
         attempt = self._exchange if self._core.config.rate_limit is None else self._attempt
