@@ -81,14 +81,21 @@ def _check_choice(choice: Any) -> None:
         _check_tool_calls(delta.get("tool_calls"))
 
 
+# Pieces of a choice's text kept apart before they are joined into one string. A stream's
+# piece is a token or two: its own str object (about 55 bytes) and a list slot for a few
+# characters. Joined 32 at a time, the answer a stream holds costs about a tenth of that.
+_FOLD = 32
+
+
 class _ChoiceParts:
     """What one choice index has received so far."""
 
-    __slots__ = ("content", "finish_reason", "refusal", "role", "tools")
+    __slots__ = ("content", "finish_reason", "folded", "refusal", "role", "tools")
 
     def __init__(self) -> None:
         self.role: Optional[str] = None
-        self.content: List[str] = []
+        self.folded: List[str] = []  # the text's earlier pieces, joined _FOLD at a time
+        self.content: List[str] = []  # the latest pieces (fewer than _FOLD)
         self.refusal: List[str] = []
         self.tools: Dict[int, Dict[str, Any]] = {}
         self.finish_reason: Optional[str] = None
@@ -97,7 +104,7 @@ class _ChoiceParts:
         """Take one delta in; returns its text, if any."""
         content = delta.get("content")
         if type(content) is str:
-            self.content.append(content)
+            self.keep(content)
             if len(delta) == 1:
                 return content  # the common chunk: text only
         else:
@@ -115,6 +122,14 @@ class _ChoiceParts:
             for position, call in enumerate(tool_calls):
                 self._add_tool_call(position, call)
         return content
+
+    def keep(self, text: str) -> None:
+        """Add a piece of the choice's text."""
+        content = self.content
+        content.append(text)
+        if len(content) == _FOLD:
+            self.folded.append("".join(content))
+            content.clear()
 
     def _add_tool_call(self, position: int, call: Any) -> None:
         if type(call) is not dict:
@@ -134,7 +149,10 @@ class _ChoiceParts:
 
     def message(self) -> Dict[str, Any]:
         message: Dict[str, Any] = {"role": self.role or "assistant"}
-        message["content"] = "".join(self.content) if self.content or not self.tools else None
+        received = self.folded or self.content
+        message["content"] = (
+            "".join(self.folded + self.content) if received or not self.tools else None
+        )
         if self.refusal:
             message["refusal"] = "".join(self.refusal)
         if self.tools:
@@ -236,7 +254,11 @@ class StreamState:
         parts = self._choices.get(0)
         if parts is None:
             parts = self._choices[0] = _ChoiceParts()
-        parts.content.append(text)
+        content = parts.content  # parts.keep(text), inline: this runs once per chunk
+        content.append(text)
+        if len(content) == _FOLD:
+            parts.folded.append("".join(content))
+            content.clear()
         self.started = True
         return chunk
 

@@ -552,6 +552,49 @@ def test_completion_mid_stream_returns_what_has_arrived() -> None:
     assert state.completion().choices[0].message.content == "Once upon a time"
 
 
+@pytest.mark.parametrize("driver", ["feed-take", "client"])
+def test_a_long_answer_is_whole_at_every_point_and_held_compactly(driver: str) -> None:
+    """A stream of 1,000 small pieces (a token each, some empty; the text of two choices, the
+    general path for the second): completion() is the whole text at every point, and what the
+    state holds of it is a fraction of the pieces' own str objects (they are joined as they
+    come, not kept one by one)."""
+    import tracemalloc
+
+    pieces = ["" if i % 97 == 0 else f" w{i:04d}" for i in range(1000)]
+    state, _ = new_state()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i, piece in enumerate(pieces):
+            both = chunk(piece)
+            both["choices"].append({"index": 1, "delta": {"content": piece.upper()}})
+            read = event(chunk(piece) if i % 2 else both)
+            taken: list[Any] = []  # handed on and dropped, as a relay does
+            if driver == "client":
+                got = state.take()
+                while got is NEED_DATA:
+                    got = state.feed_take(read)
+                taken.append(got)
+                del got
+            else:
+                run(state, read, end=False, out=taken)
+            assert contents(taken) == [piece]
+            if i % 211 == 0 or i == len(pieces) - 1:
+                message = state.completion().choices[0].message
+                assert message.content == "".join(pieces[: i + 1])
+        del taken
+        held = tracemalloc.take_snapshot().compare_to(before, "filename")
+    finally:
+        tracemalloc.stop()
+    text = state.completion().choices
+    assert text[0].message.content == "".join(pieces)
+    assert text[1].message.content == "".join(p.upper() for i, p in enumerate(pieces) if not i % 2)
+    # What gatewayclient's lines allocated and still hold (the JSON decoder's strings among it).
+    grown = sum(stat.size_diff for stat in held if "gatewayclient" in stat.traceback[0].filename)
+    # One str object per piece would be over 80 KB (1,500 pieces); joined, about 14 KB.
+    assert grown < 30_000, grown
+
+
 def test_completion_is_a_fresh_object_each_time() -> None:
     state, _ = new_state()
     run(state, event(chunk("x")), DONE)
