@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -405,5 +406,16 @@ def show(cases: List[Case], document: Dict[str, Any]) -> None:
           f"{info['load_average_1_5_15'][0]} after")  # fmt: skip
 
 
+def _stop_on_sigterm() -> None:
+    """``kill`` (SIGTERM) ends the run as Ctrl-C does: through the ExitStack that stops the
+    servers it started, by PID, instead of leaving them behind."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 if __name__ == "__main__":
+    _stop_on_sigterm()
     sys.exit(main())
