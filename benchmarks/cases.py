@@ -48,10 +48,10 @@ class Case:
     concurrency: int = 1
     options: Dict[str, Any] = field(default_factory=dict)
     # Fresh processes each client is measured in per round (its units split between them,
-    # interleaved with the other clients'; the round's value is their total). One process's
-    # CPU per unit sits up to 15 % off another's on a shared 2-CPU machine (where the
-    # scheduler puts it next to the server, for one), and a ratio within 5 or 10 % of its
-    # target needs several processes per round to be judged on the code, not on placement.
+    # interleaved with the other clients'; the round's value is the fastest one's). One in
+    # four or five processes runs 15-30 % slower than the rest on this shared 2-CPU machine
+    # (where the scheduler puts it, for one), and a ratio within 5 or 10 % of its target
+    # needs several processes per round to be judged on the code, not on placement.
     processes: int = 1
 
     def calls(self, client: str, quick: bool) -> int:

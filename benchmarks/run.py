@@ -11,7 +11,7 @@ needs them), then, round after round, runs every (case, client) measurement in a
 (``workloads.py``, ``many_streams.py``, ``bench_batch.py``), clients interleaved and their order
 rotated each round; a case with ``processes`` > 1 measures each client in that many processes
 per round (its units split between them, interleaved with the other clients') and takes the
-median process's CPU per unit as the round's. Every ratio is taken within a round against
+fastest process's CPU per unit as the round's. Every ratio is taken within a round against
 another client of the same round (the case's first, or the one its target names); the table
 gives the median and min-max over the rounds. The cases and their targets are in ``cases.py``;
 summaries and verdicts in ``report.py``. Prints the table and the targets, writes JSON to
@@ -201,19 +201,20 @@ SUMMED = ("cpu_s", "wall_s", "units", "calls", "connections", "spans")
 
 
 def merged(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One round's result from its processes. CPU and wall time per unit are the median
-    process's: interference only ever adds time, and one process that a burst (a neighbour, the
-    scheduler placing it on the server's CPU) slowed by 20 % moves a sum by 5 %, a median not
-    at all. Units and counts are summed; the rest is as the first process had it
-    (package_dirs: all of them); each process's CPU per unit and the sums are kept."""
+    """One round's result from its processes. CPU and wall time per unit are the fastest
+    process's: interference (a neighbour, the scheduler placing the process on the server's
+    CPU) only ever adds time, so the fastest process is the code's cost with the least of it,
+    as ``timeit`` takes the minimum of its repeats. Units and counts are summed; the rest is as
+    the first process had it (package_dirs: all of them); each process's CPU per unit and the
+    sums are kept."""
     if len(parts) == 1:
         return parts[0]
     result = {**parts[0], **{key: sum(part[key] for part in parts) for key in SUMMED
                              if key in parts[0]}}  # fmt: skip
     result["cpu_s_sum"], result["wall_s_sum"] = result["cpu_s"], result["wall_s"]
+    fastest = min(parts, key=lambda part: part["cpu_s"] / part["units"])
     for key in ("cpu_s", "wall_s"):
-        per_unit = statistics.median(part[key] / part["units"] for part in parts)
-        result[key] = per_unit * result["units"]
+        result[key] = fastest[key] / fastest["units"] * result["units"]
     result["package_dirs"] = sorted({d for part in parts for d in part.get("package_dirs", ())})
     result["per_process_cpu_us"] = [part["cpu_s"] / part["units"] * 1e6 for part in parts]
     return result
