@@ -169,9 +169,7 @@ def spend(limit: RateLimit, cost: int, attempt: Callable[[A], T], call: A) -> T:
     return answer
 
 
-async def aspend(
-    limit: RateLimit, cost: int, attempt: Callable[[A], Awaitable[T]], call: A
-) -> T:
+async def aspend(limit: RateLimit, cost: int, attempt: Callable[[A], Awaitable[T]], call: A) -> T:
     """The awaitable twin of ``spend``."""
     # An in-process budget with room awaits nothing: its ticket and its settling are taken
     # here, without the coroutines of atake and asettle (a microsecond of a call's ten).
