@@ -117,13 +117,18 @@ def _proxy_failure(exc: BaseException, proxy: Optional[str]) -> Failure:
     return Failure("proxy", reason=failure.reason, proxy=proxy)
 
 
-def _head_defect(exc: aiohttp.ClientResponseError) -> str:
+def _causes(exc: BaseException) -> List[BaseException]:
+    """``exc`` and what it was raised from or during, at most five deep."""
     causes: List[BaseException] = []
-    cause = exc.__cause__
-    while cause is not None and len(causes) < 4:
+    cause: Optional[BaseException] = exc
+    while cause is not None and len(causes) < 5:
         causes.append(cause)
         cause = cause.__cause__ or cause.__context__
-    return _parser_defect(exc, causes)
+    return causes
+
+
+def _head_defect(exc: aiohttp.ClientResponseError) -> str:
+    return _parser_defect(exc, _causes(exc))
 
 
 def _parser_defect(exc: Any, causes: List[BaseException]) -> str:
@@ -157,18 +162,13 @@ def _broken_framing(exc: BaseException) -> bool:
     """Whether aiohttp's parser refused the body's chunked framing (a chunk size that is not
     hex, say), not the head: in the same read as the head, it fails the response as a whole.
     Its pure-Python parser says so by type, its C parser (llhttp) only in words."""
-    causes: List[BaseException] = []
-    cause: Optional[BaseException] = exc
-    while cause is not None and len(causes) < 4:
-        causes.append(cause)
-        cause = cause.__cause__ or cause.__context__
     return any(
         isinstance(c, aiohttp.http_exceptions.TransferEncodingError)
         or (
             isinstance(c, aiohttp.http_exceptions.HttpProcessingError)
             and "chunk" in str(c.message).lower()
         )
-        for c in causes
+        for c in _causes(exc)
     )
 
 

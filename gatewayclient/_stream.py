@@ -254,11 +254,7 @@ class StreamState:
         parts = self._choices.get(0)
         if parts is None:
             parts = self._choices[0] = _ChoiceParts()
-        content = parts.content  # parts.keep(text), inline: this runs once per chunk
-        content.append(text)
-        if len(content) == _FOLD:
-            parts.folded.append("".join(content))
-            content.clear()
+        parts.keep(text)
         self.started = True
         return chunk
 

@@ -65,7 +65,7 @@ def _waited(limit: RateLimit, waited: float, wait: float) -> None:
 def take(limit: RateLimit, cost: int) -> Ticket:
     """A ticket for one attempt, after waiting for room (raises the budget's refusal when
     the wait would pass ``max_wait``)."""
-    source = limit.local if limit.storage is None else window(limit)
+    source = window(limit)
     waited = 0.0
     while True:
         got = source.take(cost)

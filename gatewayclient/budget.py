@@ -59,15 +59,21 @@ class LocalWindow:
             log = self._log
             if log and log[0].at <= now - self.per:
                 self._expire(now)
+            # The wait until the ticket fits (none, the common case): the pause, then the
+            # request count, then the tokens, each as the oldest tickets leave the window.
+            wait = self._paused_until - now
             requests, tokens = self.requests, self.tokens
-            if (  # room, the common case, is seen without working out a wait
-                self._paused_until > now
-                or (requests is not None and len(log) >= requests)
-                or (tokens is not None and self._held + cost > tokens)
-            ):
-                wait = self._wait(cost, now)
-                if wait > 0:
-                    return wait
+            if requests is not None and len(log) >= requests:
+                wait = max(wait, log[len(log) - requests].at + self.per - now)
+            if tokens is not None and self._held + cost > tokens:
+                excess = self._held + cost - tokens
+                for ticket in log:  # the oldest tickets must leave until the cost fits
+                    excess -= ticket.tokens
+                    if excess <= 0:
+                        wait = max(wait, ticket.at + self.per - now)
+                        break
+            if wait > 0:
+                return wait
             ticket = Ticket(now, cost, self)
             log.append(ticket)
             self._held += cost
@@ -79,20 +85,6 @@ class LocalWindow:
             gone = log.popleft()
             self._held -= gone.tokens
             gone.tokens = -1  # out of the window: settling it changes nothing
-
-    def _wait(self, cost: int, now: float) -> float:
-        wait = self._paused_until - now
-        log = self._log
-        if self.requests is not None and len(log) >= self.requests:
-            wait = max(wait, log[len(log) - self.requests].at + self.per - now)
-        if self.tokens is not None and self._held + cost > self.tokens:
-            excess = self._held + cost - self.tokens
-            for ticket in log:  # the oldest tickets must leave until the cost fits
-                excess -= ticket.tokens
-                if excess <= 0:
-                    wait = max(wait, ticket.at + self.per - now)
-                    break
-        return wait
 
     def settle(self, ticket: Ticket, tokens: int) -> None:
         """Correct a ticket's reservation to the tokens the answer used."""
